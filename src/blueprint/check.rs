@@ -1,0 +1,188 @@
+//! Reads a rendered blueprint back and checks it holds what the target authentik version
+//! needs. This guards custom templates: a template that drops `invalidation_flow` for
+//! 2024.10+, or points the redirect URI elsewhere, fails here, naming the field, before
+//! anything is written.
+
+use serde_yaml::Value;
+
+use crate::blueprint::spec::BlueprintSpec;
+use crate::error::{Error, Result};
+
+pub const PROVIDER_MODEL: &str = "authentik_providers_oauth2.oauth2provider";
+pub const APPLICATION_MODEL: &str = "authentik_core.application";
+pub const BINDING_MODEL: &str = "authentik_policies.policybinding";
+
+fn problem(msg: impl std::fmt::Display) -> Error {
+    Error::usage(format!("the rendered blueprint is not usable: {msg}"))
+}
+
+/// The tag name of a tagged YAML value (`KeyOf` for `!KeyOf x`).
+pub fn tag_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Tagged(t) => Some(t.tag.to_string().trim_start_matches('!').to_string()),
+        _ => None,
+    }
+}
+
+fn get<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
+    map.as_mapping()?.get(key)
+}
+
+pub fn check(yaml: &str, spec: &BlueprintSpec) -> Result<()> {
+    let doc: Value =
+        serde_yaml::from_str(yaml).map_err(|e| problem(format!("it is not valid YAML ({e})")))?;
+    if doc.as_mapping().is_none() {
+        return Err(problem("the top level is not a mapping"));
+    }
+    if get(&doc, "version").and_then(Value::as_u64) != Some(1) {
+        return Err(problem("`version: 1` is missing"));
+    }
+    match get(&doc, "metadata")
+        .and_then(|m| get(m, "name"))
+        .and_then(Value::as_str)
+    {
+        Some(name) if !name.trim().is_empty() => {}
+        _ => return Err(problem("metadata.name is missing")),
+    }
+    let entries = get(&doc, "entries")
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| problem("`entries` is missing or not a list"))?;
+    let model_of = |e: &Value| get(e, "model").and_then(Value::as_str).map(str::to_string);
+
+    let provider_index = entries
+        .iter()
+        .position(|e| model_of(e).as_deref() == Some(PROVIDER_MODEL))
+        .ok_or_else(|| problem(format!("no {PROVIDER_MODEL} entry")))?;
+    let provider = &entries[provider_index];
+    let provider_id = get(provider, "id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| problem("the provider entry has no `id` for the application's !KeyOf"))?;
+    let attrs = get(provider, "attrs").ok_or_else(|| problem("the provider entry has no attrs"))?;
+
+    let mut required = vec![
+        "authorization_flow",
+        "client_type",
+        "client_id",
+        "client_secret",
+        "redirect_uris",
+        "signing_key",
+        "property_mappings",
+    ];
+    if spec.version.requires_invalidation_flow() {
+        required.push("invalidation_flow");
+    }
+    if spec.version.requires_grant_types() {
+        required.push("grant_types");
+    }
+    for field in required {
+        let present = get(attrs, field).is_some_and(|v| !v.is_null());
+        if !present {
+            let why = match field {
+                "invalidation_flow" => " (authentik 2024.10+ requires it)",
+                "grant_types" => " (authentik 2026.5+ gives a blueprint provider no grant types without it, and every login fails)",
+                _ => "",
+            };
+            return Err(problem(format!("the provider has no attrs.{field}{why}")));
+        }
+    }
+    if get(attrs, "client_type").and_then(Value::as_str) != Some("confidential") {
+        return Err(problem(
+            "attrs.client_type must be confidential: AFFiNE authenticates with a client secret",
+        ));
+    }
+    if get(attrs, "client_id").and_then(Value::as_str) != Some(spec.client_id.as_str()) {
+        return Err(problem(
+            "attrs.client_id differs from the client id AFFiNE will send",
+        ));
+    }
+    if spec.version.requires_grant_types() {
+        let grants: Vec<&str> = get(attrs, "grant_types")
+            .and_then(Value::as_sequence)
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !grants.contains(&"authorization_code") {
+            return Err(problem(
+                "attrs.grant_types lacks authorization_code, the grant AFFiNE uses",
+            ));
+        }
+    }
+    check_redirect_uris(get(attrs, "redirect_uris").unwrap_or(&Value::Null), spec)?;
+
+    let application_index = entries
+        .iter()
+        .position(|e| model_of(e).as_deref() == Some(APPLICATION_MODEL))
+        .ok_or_else(|| problem(format!("no {APPLICATION_MODEL} entry")))?;
+    let application = &entries[application_index];
+    if application_index < provider_index {
+        return Err(problem(
+            "the application comes before the provider; !KeyOf only sees earlier entries",
+        ));
+    }
+    if get(application, "identifiers")
+        .and_then(|i| get(i, "slug"))
+        .and_then(Value::as_str)
+        != Some(spec.slug.as_str())
+    {
+        return Err(problem(format!(
+            "the application's identifiers.slug is not {:?}",
+            spec.slug.as_str()
+        )));
+    }
+    let provider_ref = get(application, "attrs").and_then(|a| get(a, "provider"));
+    let keyof_target = match provider_ref {
+        Some(Value::Tagged(t)) if tag_of(provider_ref.unwrap()).as_deref() == Some("KeyOf") => {
+            t.value.as_str()
+        }
+        _ => None,
+    };
+    if keyof_target != Some(provider_id) {
+        return Err(problem(format!(
+            "the application's attrs.provider must be `!KeyOf {provider_id}`"
+        )));
+    }
+    if spec.group.is_some()
+        && !entries
+            .iter()
+            .any(|e| model_of(e).as_deref() == Some(BINDING_MODEL))
+    {
+        return Err(problem(format!(
+            "a group was given but there is no {BINDING_MODEL} entry"
+        )));
+    }
+    Ok(())
+}
+
+fn check_redirect_uris(value: &Value, spec: &BlueprintSpec) -> Result<()> {
+    let callback = spec.affine_url.oauth_callback();
+    if spec.version.redirect_uris_as_list() {
+        let list = value.as_sequence().ok_or_else(|| {
+            problem(format!(
+                "attrs.redirect_uris must be a list of {{matching_mode, url}} for authentik {}",
+                spec.version
+            ))
+        })?;
+        let strict = list.iter().any(|item| {
+            get(item, "matching_mode").and_then(Value::as_str) == Some("strict")
+                && get(item, "url").and_then(Value::as_str) == Some(callback.as_str())
+        });
+        if !strict {
+            return Err(problem(format!(
+                "attrs.redirect_uris has no strict entry for {callback}"
+            )));
+        }
+    } else {
+        let text = value.as_str().ok_or_else(|| {
+            problem(format!(
+                "attrs.redirect_uris must be a newline-separated string for authentik {}",
+                spec.version
+            ))
+        })?;
+        let unescaped: Vec<String> = text.lines().map(|l| l.replace('\\', "")).collect();
+        if !unescaped.iter().any(|l| l == &callback) {
+            return Err(problem(format!(
+                "attrs.redirect_uris does not allow {callback}"
+            )));
+        }
+    }
+    Ok(())
+}

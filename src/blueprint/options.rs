@@ -1,0 +1,68 @@
+//! Blueprint options as the user gives them, before any validation. The CLI's
+//! `blueprint` command and the `authentik_blueprint` module both fill this one struct.
+
+use std::path::PathBuf;
+
+use crate::authentik_version::DEFAULT_VERSION;
+use crate::secret::Secret;
+
+pub const DEFAULT_SLUG: &str = "affine";
+pub const DEFAULT_NAME: &str = "AFFiNE";
+pub const DEFAULT_PROVIDER_NAME: &str = "Provider for AFFiNE";
+pub const DEFAULT_AUTHORIZATION_FLOW: &str = "default-provider-authorization-implicit-consent";
+pub const DEFAULT_INVALIDATION_FLOW: &str = "default-provider-invalidation-flow";
+pub const DEFAULT_SIGNING_KEY: &str = "authentik Self-signed Certificate";
+pub const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
+/// The environment variable authentik reads the client secret from, by default.
+pub const DEFAULT_SECRET_ENV: &str = "AFFINE_OIDC_CLIENT_SECRET";
+
+/// Where the provider's client secret comes from when authentik applies the blueprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretChoice {
+    /// `!Env VAR` in the blueprint: authentik's own environment holds the secret.
+    Env(String),
+    /// `!File PATH` (authentik 2025.8+): a file inside authentik's container.
+    File(String),
+    /// The literal value, written into the blueprint.
+    Inline(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct BlueprintOptions {
+    pub affine_url: String,
+    pub slug: String,
+    pub name: String,
+    pub provider_name: String,
+    pub launch_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: SecretChoice,
+    pub authorization_flow: String,
+    pub invalidation_flow: String,
+    pub signing_key: String,
+    pub scopes: Vec<String>,
+    pub group: Option<String>,
+    pub authentik_version: String,
+    pub template: Option<PathBuf>,
+}
+
+impl BlueprintOptions {
+    /// The defaults for everything but the AFFiNE URL.
+    pub fn new(affine_url: impl Into<String>) -> Self {
+        BlueprintOptions {
+            affine_url: affine_url.into(),
+            slug: DEFAULT_SLUG.into(),
+            name: DEFAULT_NAME.into(),
+            provider_name: DEFAULT_PROVIDER_NAME.into(),
+            launch_url: None,
+            client_id: None,
+            client_secret: SecretChoice::Env(DEFAULT_SECRET_ENV.into()),
+            authorization_flow: DEFAULT_AUTHORIZATION_FLOW.into(),
+            invalidation_flow: DEFAULT_INVALIDATION_FLOW.into(),
+            signing_key: DEFAULT_SIGNING_KEY.into(),
+            scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            group: None,
+            authentik_version: DEFAULT_VERSION.into(),
+            template: None,
+        }
+    }
+}

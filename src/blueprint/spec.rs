@@ -1,0 +1,264 @@
+//! Validated blueprint inputs: every later step can trust these.
+
+use std::path::PathBuf;
+
+use crate::authentik_version::AuthentikVersion;
+use crate::blueprint::options::{BlueprintOptions, SecretChoice};
+use crate::client_id::derive_client_id;
+use crate::error::{Error, Result};
+use crate::names::NameStyle;
+use crate::secret::Secret;
+use crate::slug::Slug;
+use crate::web_url::BaseUrl;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(String),
+    Inline(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct BlueprintSpec {
+    pub affine_url: BaseUrl,
+    pub slug: Slug,
+    pub name: String,
+    pub provider_name: String,
+    pub launch_url: BaseUrl,
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    pub authorization_flow: String,
+    pub invalidation_flow: String,
+    pub signing_key: String,
+    /// Scope names (`openid`), mapped to authentik's managed scope mappings by the template.
+    pub scopes: Vec<String>,
+    pub group: Option<String>,
+    pub version: AuthentikVersion,
+    /// A user template: its path (for messages) and its text.
+    pub template: Option<(PathBuf, String)>,
+}
+
+impl BlueprintSpec {
+    /// Validates options. Returns the spec and warnings for stderr (or the module's
+    /// `warnings`). Names inputs in CLI style; see [`Self::from_options_named`].
+    pub fn from_options(options: &BlueprintOptions) -> Result<(Self, Vec<String>)> {
+        Self::from_options_named(options, NameStyle::Cli)
+    }
+
+    pub fn from_options_named(
+        o: &BlueprintOptions,
+        names: NameStyle,
+    ) -> Result<(Self, Vec<String>)> {
+        let n = |s: &str| names.name(s);
+        let mut warnings = Vec::new();
+
+        let affine_url = BaseUrl::parse(&n("affine_url"), &o.affine_url)?;
+        let slug = Slug::parse(&n("slug"), &o.slug)?;
+        let launch_url = match &o.launch_url {
+            Some(u) => BaseUrl::parse(&n("launch_url"), u)?,
+            None => affine_url.clone(),
+        };
+        for (field, value) in [
+            ("name", &o.name),
+            ("provider_name", &o.provider_name),
+            ("authorization_flow", &o.authorization_flow),
+            ("invalidation_flow", &o.invalidation_flow),
+            ("signing_key", &o.signing_key),
+        ] {
+            non_empty_line(&n(field), value)?;
+        }
+        if let Some(group) = &o.group {
+            non_empty_line(&n("group"), group)?;
+        }
+
+        let version = AuthentikVersion::parse(&o.authentik_version)?;
+        warnings.extend(AuthentikVersion::ambiguity_warning(
+            &o.authentik_version,
+            version,
+        ));
+
+        let client_id = match &o.client_id {
+            Some(id) => {
+                if id.is_empty()
+                    || id.len() > 255
+                    || id.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(Error::usage(format!(
+                        "{} must be 1 to 255 characters without spaces",
+                        n("client_id")
+                    )));
+                }
+                id.clone()
+            }
+            None => derive_client_id(&affine_url, &slug),
+        };
+
+        let client_secret = match &o.client_secret {
+            SecretChoice::Env(var) => {
+                if !is_env_var_name(var) {
+                    return Err(Error::usage(format!(
+                        "{} {var:?} is not an environment variable name (letters, digits, '_', not starting with a digit)",
+                        n("client_secret_env")
+                    )));
+                }
+                SecretSource::Env(var.clone())
+            }
+            SecretChoice::File(path) => {
+                if !version.supports_file_tag() {
+                    return Err(Error::usage(format!(
+                        "{} needs authentik 2025.8 or newer (the !File tag); the target is {version}: use {} instead",
+                        n("client_secret_file"),
+                        n("client_secret_env")
+                    )));
+                }
+                if !path.starts_with('/') || path.contains('\n') {
+                    return Err(Error::usage(format!(
+                        "{} {path:?} must be an absolute path inside authentik's container",
+                        n("client_secret_file")
+                    )));
+                }
+                SecretSource::File(path.clone())
+            }
+            SecretChoice::Inline(secret) => {
+                if secret.is_empty() {
+                    return Err(Error::usage(
+                        "--inline-client-secret reads the secret from the environment variable AFFINE_OIDC_CLIENT_SECRET, which is empty or unset",
+                    ));
+                }
+                SecretSource::Inline(secret.clone())
+            }
+        };
+
+        if o.scopes.is_empty() {
+            return Err(Error::usage(format!(
+                "{} needs at least one scope (openid)",
+                n("scope")
+            )));
+        }
+        let mut scopes: Vec<String> = Vec::new();
+        for scope in &o.scopes {
+            if scope.is_empty()
+                || !scope
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::usage(format!(
+                    "{} {scope:?} is not a scope name such as openid, email, profile, offline_access",
+                    n("scope")
+                )));
+            }
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        for needed in ["openid", "email"] {
+            if !scopes.iter().any(|s| s == needed) {
+                warnings.push(format!(
+                    "the scopes lack {needed:?}: AFFiNE asks for it and needs the user's e-mail to sign in"
+                ));
+            }
+        }
+
+        let template = match &o.template {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::usage(format!("cannot read template {}: {e}", path.display()))
+                })?;
+                Some((path.clone(), text))
+            }
+            None => None,
+        };
+
+        Ok((
+            BlueprintSpec {
+                affine_url,
+                slug,
+                name: o.name.clone(),
+                provider_name: o.provider_name.clone(),
+                launch_url,
+                client_id,
+                client_secret,
+                authorization_flow: o.authorization_flow.clone(),
+                invalidation_flow: o.invalidation_flow.clone(),
+                signing_key: o.signing_key.clone(),
+                scopes,
+                group: o.group.clone(),
+                version,
+                template,
+            },
+            warnings,
+        ))
+    }
+
+    /// The blueprint's `metadata.name`; also the name of the managed blueprint instance the
+    /// push creates in authentik, so one authentik can hold one per AFFiNE slug.
+    pub fn blueprint_name(&self) -> String {
+        format!("AFFiNE OIDC ({})", self.slug.as_str())
+    }
+}
+
+fn non_empty_line(what: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::usage(format!("{what} is empty")));
+    }
+    if value.contains(['\n', '\r']) {
+        return Err(Error::usage(format!("{what} must be one line")));
+    }
+    Ok(())
+}
+
+fn is_env_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_derive_the_client_id() {
+        let (spec, warnings) =
+            BlueprintSpec::from_options(&BlueprintOptions::new("https://affine.example.com/"))
+                .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(spec.client_id.len(), 40);
+        assert_eq!(spec.launch_url.as_str(), "https://affine.example.com");
+        assert_eq!(
+            spec.client_secret,
+            SecretSource::Env("AFFINE_OIDC_CLIENT_SECRET".into())
+        );
+    }
+
+    #[test]
+    fn file_secret_is_refused_before_2025_8() {
+        let mut o = BlueprintOptions::new("https://affine.example.com");
+        o.client_secret = SecretChoice::File("/secrets/affine".into());
+        o.authentik_version = "2025.6".into();
+        let e = BlueprintSpec::from_options(&o).unwrap_err();
+        assert!(e.message().contains("2025.8"), "{e}");
+        o.authentik_version = "2025.8.1".into();
+        assert!(BlueprintSpec::from_options(&o).is_ok());
+    }
+
+    #[test]
+    fn module_style_names_inputs_in_snake_case() {
+        let mut o = BlueprintOptions::new("https://affine.example.com");
+        o.provider_name = " ".into();
+        let e = BlueprintSpec::from_options_named(&o, NameStyle::Module).unwrap_err();
+        assert_eq!(e.message(), "provider_name is empty");
+        let e = BlueprintSpec::from_options(&o).unwrap_err();
+        assert_eq!(e.message(), "--provider-name is empty");
+    }
+
+    #[test]
+    fn bad_env_var_names_and_scopes_are_refused() {
+        let mut o = BlueprintOptions::new("https://affine.example.com");
+        o.client_secret = SecretChoice::Env("1BAD".into());
+        assert!(BlueprintSpec::from_options(&o).is_err());
+        let mut o = BlueprintOptions::new("https://affine.example.com");
+        o.scopes = vec!["openid email".into()];
+        assert!(BlueprintSpec::from_options(&o).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+use std::io::Write;
+
+use crate::atomic_file::{self, WriteOptions};
+use crate::blueprint::options::DEFAULT_SECRET_ENV;
+use crate::blueprint::{self, BlueprintOptions, SecretChoice, SecretSource};
+use crate::cli::BlueprintArgs;
+use crate::commands::warn;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+pub fn options_from_args(args: &BlueprintArgs) -> BlueprintOptions {
+    let mut o = BlueprintOptions::new(&args.affine_url);
+    o.slug = args.slug.clone();
+    o.name = args.name.clone();
+    o.provider_name = args.provider_name.clone();
+    o.launch_url = args.launch_url.clone();
+    o.client_id = args.client_id.clone();
+    o.client_secret = if let Some(var) = &args.secret.client_secret_env {
+        SecretChoice::Env(var.clone())
+    } else if let Some(path) = &args.secret.client_secret_file {
+        SecretChoice::File(path.clone())
+    } else if args.secret.inline_client_secret {
+        SecretChoice::Inline(Secret::new(
+            std::env::var(DEFAULT_SECRET_ENV).unwrap_or_default(),
+        ))
+    } else {
+        SecretChoice::Env(DEFAULT_SECRET_ENV.into())
+    };
+    o.authorization_flow = args.authorization_flow.clone();
+    o.invalidation_flow = args.invalidation_flow.clone();
+    o.signing_key = args.signing_key.clone();
+    if !args.scopes.is_empty() {
+        o.scopes = args.scopes.clone();
+    }
+    o.group = args.group.clone();
+    o.authentik_version = args.authentik_version.clone();
+    o.template = args.template.clone();
+    o
+}
+
+pub fn run(args: &BlueprintArgs) -> Result<()> {
+    let rendered = blueprint::build(&options_from_args(args))?;
+    for w in &rendered.warnings {
+        warn(w);
+    }
+    match &args.output {
+        Some(path) => {
+            // A file holding a literal secret is readable by its owner only.
+            let mode =
+                matches!(rendered.spec.client_secret, SecretSource::Inline(_)).then_some(0o600);
+            atomic_file::write(
+                path,
+                rendered.yaml.as_bytes(),
+                WriteOptions {
+                    mode,
+                    backup: false,
+                },
+            )?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(rendered.yaml.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::failed(format!("cannot write to standard output: {e}")))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! One file per subcommand: each turns parsed flags into options, runs the work, and
+//! writes data to stdout and diagnostics to stderr.
+
+pub mod blueprint;
+pub mod oidc_config;
+
+/// Diagnostics go to stderr, one line each, so stdout stays clean data.
+pub fn warn(message: &str) {
+    eprintln!("warning: {message}");
+}

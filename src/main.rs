@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    affine_authentik::run_cli().into()
+}

@@ -1,0 +1,182 @@
+//! Base URLs the user gives us (AFFiNE, authentik, an issuer) and the URLs derived from them.
+//!
+//! One rule for all: http or https, no query, no fragment, no user:password (that would put
+//! a secret on a command line), and the path kept without its trailing slash so that
+//! `https://a.example/` and `https://a.example` mean the same server.
+
+use std::fmt;
+
+use reqwest::Url;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// scheme://host[:port][/sub/path] — no trailing slash, default port dropped,
+    /// host lower-cased (by the URL parser).
+    normalized: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlError(pub String);
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl BaseUrl {
+    /// `what` names the input in the message ("--affine-url", "affine_url").
+    pub fn parse(what: &str, input: &str) -> Result<Self, UrlError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(UrlError(format!(
+                "{what} is empty; give a URL such as https://affine.example.com"
+            )));
+        }
+        let url = Url::parse(trimmed).map_err(|e| {
+            UrlError(format!("{what} {trimmed:?} is not a URL ({e}); give one such as https://affine.example.com"))
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(UrlError(format!(
+                "{what} {trimmed:?} must start with http:// or https://, not {}://",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(UrlError(format!("{what} {trimmed:?} has no host")));
+        }
+        if url.query().is_some() {
+            return Err(UrlError(format!(
+                "{what} {trimmed:?} must not have a query (?...)"
+            )));
+        }
+        if url.fragment().is_some() {
+            return Err(UrlError(format!(
+                "{what} {trimmed:?} must not have a fragment (#...)"
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            // Do not echo the input: it holds a credential.
+            return Err(UrlError(format!(
+                "{what} must not carry a user name or password; credentials go in their own options"
+            )));
+        }
+        let mut normalized = url.as_str().to_string();
+        while normalized.ends_with('/') {
+            normalized.pop();
+        }
+        Ok(BaseUrl { normalized })
+    }
+
+    /// Without trailing slash: the form used for joining and for client id derivation.
+    pub fn as_str(&self) -> &str {
+        &self.normalized
+    }
+
+    /// `self` + "/" + `path` (path given without a leading slash).
+    pub fn join(&self, path: &str) -> String {
+        format!("{}/{}", self.normalized, path.trim_start_matches('/'))
+    }
+
+    /// AFFiNE's OAuth redirect target: `<affine>/oauth/callback`.
+    pub fn oauth_callback(&self) -> String {
+        self.join("oauth/callback")
+    }
+
+    /// The issuer authentik announces for an application in per-provider mode:
+    /// `<authentik>/application/o/<slug>/`, trailing slash included, exactly as authentik
+    /// writes it in its discovery document.
+    pub fn authentik_issuer(&self, slug: &str) -> String {
+        format!("{}/application/o/{slug}/", self.normalized)
+    }
+
+    pub fn host(&self) -> String {
+        Url::parse(&self.normalized)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.normalized)
+    }
+}
+
+/// AFFiNE compares issuers ignoring trailing slashes (0.26+); so do we, everywhere.
+pub fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// The discovery URL exactly as AFFiNE builds it: plain concatenation, so an issuer with a
+/// trailing slash yields `//.well-known` (authentik's router cleans that; others may not).
+pub fn discovery_url_as_affine_builds_it(issuer: &str) -> String {
+    format!("{issuer}/.well-known/openid-configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_slashes_and_default_ports_are_normalized() {
+        let a = BaseUrl::parse("u", "https://Affine.Example.com:443/").unwrap();
+        assert_eq!(a.as_str(), "https://affine.example.com");
+        let b = BaseUrl::parse("u", "http://affine.example.com:8080/sub/path//").unwrap();
+        assert_eq!(b.as_str(), "http://affine.example.com:8080/sub/path");
+        assert_eq!(
+            b.oauth_callback(),
+            "http://affine.example.com:8080/sub/path/oauth/callback"
+        );
+    }
+
+    #[test]
+    fn authentik_issuer_keeps_authentiks_trailing_slash() {
+        let a = BaseUrl::parse("u", "https://auth.example.com/").unwrap();
+        assert_eq!(
+            a.authentik_issuer("affine"),
+            "https://auth.example.com/application/o/affine/"
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_plain_http_base_url() {
+        for bad in [
+            "",
+            "affine.example.com",
+            "ftp://affine.example.com",
+            "https://affine.example.com/?x=1",
+            "https://affine.example.com/#top",
+            "https://",
+            "https://user:pw@affine.example.com",
+        ] {
+            assert!(
+                BaseUrl::parse("--affine-url", bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn credential_urls_are_not_echoed() {
+        let e = BaseUrl::parse("--affine-url", "https://u:topsecret@h.example").unwrap_err();
+        assert!(!e.0.contains("topsecret"));
+    }
+
+    #[test]
+    fn issuers_compare_without_trailing_slashes() {
+        assert!(same_issuer(
+            "https://a/application/o/x/",
+            "https://a/application/o/x"
+        ));
+        assert!(!same_issuer(
+            "https://a/application/o/x/",
+            "https://a/application/o/y/"
+        ));
+        assert_eq!(
+            discovery_url_as_affine_builds_it("https://a/application/o/x/"),
+            "https://a/application/o/x//.well-known/openid-configuration"
+        );
+    }
+}
