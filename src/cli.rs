@@ -47,6 +47,27 @@ pub enum Command {
         The client secret comes from the environment variable AFFINE_OIDC_CLIENT_SECRET; without it\n\
         the output holds a placeholder to replace.")]
     OidcConfig(OidcConfigArgs),
+
+    /// Set AFFiNE's OIDC provider now (the affine_oidc module's reconcile, for a shell).
+    #[command(after_help = "Examples:\n  \
+        export AFFINE_ADMIN_PASSWORD AFFINE_OIDC_CLIENT_SECRET   # secrets come from the environment only\n  \
+        affine-authentik apply --affine-url https://affine.example.com --admin-email admin@example.com \\\n      \
+        --authentik-url https://auth.example.com --check --diff\n  \
+        affine-authentik apply --config-file ~/.affine/self-host/config/config.json --authentik-url https://auth.example.com --client-id affine\n\n\
+        Secrets: AFFINE_ADMIN_PASSWORD or AFFINE_SESSION_TOKEN, and AFFINE_OIDC_CLIENT_SECRET.")]
+    Apply(ApplyArgs),
+
+    /// Install the Ansible modules (affine_oidc, authentik_blueprint) and their docs into DIR.
+    #[command(after_help = "Examples:\n  \
+        affine-authentik install-modules ./library && ansible-doc -M ./library affine_oidc")]
+    InstallModules {
+        /// An Ansible library directory (created if missing), e.g. `library/` beside a playbook.
+        dir: std::path::PathBuf,
+    },
+
+    /// Run as an Ansible module on an args file (dispatching on `_ansible_module_name`).
+    #[command(hide = true)]
+    Module { args_file: std::path::PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -149,4 +170,71 @@ pub struct OidcConfigArgs {
     /// AFFiNE's URL, to derive the default client id.
     #[arg(long, env = "AFFINE_URL", value_name = "URL")]
     pub affine_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// AFFiNE's base URL.
+    #[arg(long, env = "AFFINE_URL", value_name = "URL")]
+    pub affine_url: Option<String>,
+
+    /// An AFFiNE administrator's e-mail (password from AFFINE_ADMIN_PASSWORD).
+    #[arg(long, env = "AFFINE_ADMIN_EMAIL", value_name = "EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Edit AFFiNE's config.json instead of using the API.
+    #[arg(long, value_name = "PATH")]
+    pub config_file: Option<String>,
+
+    /// With --config-file: keep a timestamped copy before changing it.
+    #[arg(long)]
+    pub backup: bool,
+
+    /// The issuer URL as-is.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// authentik's URL; with --slug gives the issuer.
+    #[arg(long, value_name = "URL")]
+    pub authentik_url: Option<String>,
+
+    /// authentik application slug.
+    #[arg(long, default_value = DEFAULT_SLUG)]
+    pub slug: String,
+
+    /// OAuth2 client id [default: derived from --affine-url and --slug].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// An `args` entry, KEY=VALUE (repeat): scope, claim_id, claim_email, claim_name, claim_email_verified.
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+
+    /// Remove the provider (AFFiNE's empty defaults) instead of setting it.
+    #[arg(long)]
+    pub absent: bool,
+
+    /// Do not verify TLS certificates (test servers only).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// PEM file of CA certificates to trust.
+    #[arg(long, value_name = "PATH")]
+    pub ca_path: Option<String>,
+
+    /// Seconds per HTTP request.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Wait until AFFiNE lists OIDC among its login providers, up to SECONDS.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "120")]
+    pub wait: Option<u64>,
+
+    /// Show what would change; write nothing.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Show the value before and after (secrets masked).
+    #[arg(long)]
+    pub diff: bool,
 }

@@ -7,6 +7,7 @@
 //! binary-module protocol).
 
 pub mod affine;
+pub mod ansible;
 pub mod atomic_file;
 pub mod authentik_version;
 pub mod blueprint;
@@ -15,7 +16,9 @@ pub mod client_id;
 pub mod commands;
 pub mod error;
 pub mod exit_codes;
+pub mod http;
 pub mod names;
+pub mod oidc_setting;
 pub mod secret;
 pub mod slug;
 pub mod web_url;
@@ -25,12 +28,38 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::exit_codes::ExitCode;
 
-/// Entry point for the command-line mode.
+/// Entry point: an Ansible module when installed under a module's name and given one
+/// argument (the args file), else the command line.
+pub fn run() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() == 2 {
+        if let Some(name) = argv[0].to_str().and_then(ansible::module_name_for_binary) {
+            let code = ansible::protocol::run(std::path::Path::new(&argv[1]), Some(name));
+            return if code == 0 {
+                ExitCode::Success
+            } else {
+                ExitCode::Failure
+            };
+        }
+    }
+    run_cli()
+}
+
+/// The command-line mode.
 pub fn run_cli() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Blueprint(args) => commands::blueprint::run(args),
         Command::OidcConfig(args) => commands::oidc_config::run(args),
+        Command::Apply(args) => commands::apply::run(args),
+        Command::InstallModules { dir } => commands::install_modules::run(dir),
+        Command::Module { args_file } => {
+            return if ansible::protocol::run(args_file, None) == 0 {
+                ExitCode::Success
+            } else {
+                ExitCode::Failure
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::Success,

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    affine_authentik::run_cli().into()
+    affine_authentik::run().into()
 }

@@ -1,0 +1,428 @@
+//! AFFiNE's HTTP API: sign-in, the GraphQL admin settings, the public server config and the
+//! OAuth preflight. Nothing else in the project builds requests to AFFiNE.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
+use serde_json::{json, Value};
+
+use crate::affine::graphql;
+use crate::affine::oidc_value::OidcValue;
+use crate::affine::version::{AffineVersion, ValidateForm};
+use crate::error::{Error, Result};
+use crate::http::{describe_transport_error, HttpOptions};
+use crate::secret::Secret;
+use crate::web_url::BaseUrl;
+
+/// The module and key of AFFiNE's OIDC provider setting.
+pub const OAUTH_MODULE: &str = "oauth";
+pub const OIDC_KEY: &str = "providers.oidc";
+
+/// How the tool proves it is an admin.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    Password {
+        email: String,
+        password: Secret,
+    },
+    /// The value of an `affine_session` cookie, sent as a bearer token.
+    SessionToken(Secret),
+}
+
+/// What one state read returns.
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    pub version: AffineVersion,
+    pub oauth_providers: Vec<String>,
+    /// `oauth.providers.oidc` as stored (`None` when the config has no such key).
+    pub oidc: Option<Value>,
+}
+
+impl ServerState {
+    pub fn oidc_registered(&self) -> bool {
+        self.oauth_providers.iter().any(|p| p == "OIDC")
+    }
+}
+
+pub struct AffineClient {
+    http: Client,
+    base: BaseUrl,
+    /// The `Cookie:` or `Authorization:` header value once signed in.
+    auth: Option<(reqwest::header::HeaderName, Secret)>,
+    /// How long to keep honouring `Retry-After` on a rate-limited sign-in.
+    patience: Duration,
+}
+
+impl AffineClient {
+    pub fn new(base: BaseUrl, options: &HttpOptions) -> Result<Self> {
+        Ok(AffineClient {
+            http: options.client()?,
+            base,
+            auth: None,
+            patience: options.timeout,
+        })
+    }
+
+    fn what(&self) -> String {
+        format!("AFFiNE at {}", self.base)
+    }
+
+    /// Signs in, or takes the session token. Returns the session material so the caller
+    /// can add it to its redactor.
+    pub fn authenticate(&mut self, credentials: &Credentials) -> Result<Secret> {
+        match credentials {
+            Credentials::SessionToken(token) => {
+                let header = Secret::new(format!("Bearer {}", token.expose()));
+                self.auth = Some((AUTHORIZATION, header));
+                Ok(token.clone())
+            }
+            Credentials::Password { email, password } => self.sign_in(email, password),
+        }
+    }
+
+    fn sign_in(&mut self, email: &str, password: &Secret) -> Result<Secret> {
+        // AFFiNE answers a sign-in without a password by e-mailing a magic link to the
+        // address. Never send one.
+        if password.is_empty() {
+            return Err(Error::usage(
+                "the admin password is empty; refusing to sign in (AFFiNE would e-mail a magic link instead)",
+            ));
+        }
+        let url = self.base.join("api/auth/sign-in");
+        let started = Instant::now();
+        loop {
+            let response = self
+                .http
+                .post(&url)
+                .json(&json!({"email": email, "password": password.expose()}))
+                .send()
+                .map_err(|e| describe_transport_error(&self.what(), &e))?;
+            let status = response.status().as_u16();
+            if status == 429 {
+                let wait = retry_after(&response).unwrap_or(Duration::from_secs(5));
+                if started.elapsed() + wait > self.patience {
+                    return Err(Error::failed(format!(
+                        "{} rate-limits sign-ins (HTTP 429, retry after {}s); fewer parallel tasks, or a session_token, avoid that",
+                        self.what(),
+                        wait.as_secs()
+                    )));
+                }
+                sleep(wait);
+                continue;
+            }
+            if status == 200 || status == 201 {
+                let cookies = session_cookies(&response);
+                let Some(session) = cookies
+                    .iter()
+                    .find(|(n, _)| n == "affine_session")
+                    .map(|(_, v)| v.clone())
+                else {
+                    return Err(Error::failed(format!(
+                        "{} accepted the sign-in but set no affine_session cookie; is this an AFFiNE server?",
+                        self.what()
+                    )));
+                };
+                let header: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                self.auth = Some((COOKIE, Secret::new(header.join("; "))));
+                return Ok(Secret::new(session));
+            }
+            let body = read_json(response, &self.what())?;
+            let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+            return Err(match name {
+                "WRONG_SIGN_IN_CREDENTIALS" => Error::failed(format!(
+                    "{} refused the sign-in of {email}: wrong e-mail or password",
+                    self.what()
+                )),
+                _ => Error::failed(format!(
+                    "{} refused the sign-in (HTTP {status} {name}): {}",
+                    self.what(),
+                    body.get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no message")
+                )),
+            });
+        }
+    }
+
+    /// Version, registered providers and the stored OIDC value, in one request.
+    pub fn read_state(&self) -> Result<ServerState> {
+        match self.graphql(graphql::STATE_QUERY, None) {
+            Ok(data) => {
+                let mut state = parse_server_config(&data, &self.what())?;
+                state.oidc = data
+                    .get("appConfig")
+                    .and_then(|c| c.get(OAUTH_MODULE))
+                    .and_then(|o| o.get("providers"))
+                    .and_then(|p| p.get("oidc"))
+                    .cloned();
+                Ok(state)
+            }
+            Err(GraphqlError::BadRequest(message)) if message.contains("appConfig") => {
+                // An AFFiNE without the admin config API: say which version and what it takes.
+                let server = self.server_state()?;
+                if !server.version.has_admin_config_api() {
+                    return Err(Error::failed(format!(
+                        "AFFiNE {} at {} has no admin API for OAuth settings (0.21 and newer have). Upgrade, or configure OIDC \
+                         through its environment: OAUTH_OIDC_ISSUER, OAUTH_OIDC_CLIENT_ID, OAUTH_OIDC_CLIENT_SECRET, \
+                         OAUTH_OIDC_SCOPE and OAUTH_OIDC_CLAIM_MAP_*",
+                        server.version, self.base
+                    )));
+                }
+                Err(Error::failed(format!(
+                    "{} rejected the query: {message}",
+                    self.what()
+                )))
+            }
+            Err(e) => Err(e.into_error(&self.what())),
+        }
+    }
+
+    /// The public part only (no login): version and registered providers.
+    pub fn server_state(&self) -> Result<ServerState> {
+        let data = self
+            .graphql(graphql::SERVER_QUERY, None)
+            .map_err(|e| e.into_error(&self.what()))?;
+        parse_server_config(&data, &self.what())
+    }
+
+    /// Asks AFFiNE whether it would accept `value`, without saving. `Ok(None)` when it
+    /// would, `Ok(Some(reason))` when not; `Err` when the server cannot validate.
+    pub fn validate_oidc(
+        &self,
+        version: AffineVersion,
+        value: &OidcValue,
+    ) -> Result<Option<String>> {
+        let document = match version.validate_form() {
+            Some(ValidateForm::Query) => graphql::VALIDATE_QUERY,
+            Some(ValidateForm::Mutation) => graphql::VALIDATE_MUTATION,
+            None => return Ok(None),
+        };
+        let data = self
+            .graphql(document, Some(updates(value)))
+            .map_err(|e| e.into_error(&self.what()))?;
+        let results = data
+            .get("validateAppConfig")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(results
+            .iter()
+            .find(|r| r.get("valid") == Some(&Value::Bool(false)))
+            .map(|r| {
+                r.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("invalid value")
+                    .to_string()
+            }))
+    }
+
+    /// Saves `value` as the whole OIDC provider setting (AFFiNE replaces, never merges).
+    pub fn write_oidc(&self, value: &OidcValue) -> Result<()> {
+        self.graphql(graphql::UPDATE_MUTATION, Some(updates(value)))
+            .map(|_| ())
+            .map_err(|e| e.into_error(&self.what()))
+    }
+
+    /// `POST /api/oauth/preflight` for OIDC: the authorize URL AFFiNE would send a
+    /// browser to.
+    pub fn oauth_preflight(&self) -> Result<String> {
+        let response = self
+            .http
+            .post(self.base.join("api/oauth/preflight"))
+            .json(&json!({"provider": "OIDC", "client_nonce": "affine-authentik-verify"}))
+            .send()
+            .map_err(|e| describe_transport_error(&self.what(), &e))?;
+        let status = response.status().as_u16();
+        let body = read_json(response, &self.what())?;
+        match body.get("url").and_then(Value::as_str) {
+            Some(url) if status < 300 => Ok(url.to_string()),
+            _ => Err(Error::failed(format!(
+                "{} refused the OIDC preflight (HTTP {status}): {}",
+                self.what(),
+                body.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message")
+            ))),
+        }
+    }
+
+    fn graphql(
+        &self,
+        document: &str,
+        variables: Option<Value>,
+    ) -> std::result::Result<Value, GraphqlError> {
+        let mut request = self
+            .http
+            .post(self.base.join("graphql"))
+            // The JSON content type is also what satisfies AFFiNE's CSRF protection.
+            .header(CONTENT_TYPE, "application/json")
+            .body(
+                json!({"query": document, "variables": variables.unwrap_or(json!({}))}).to_string(),
+            );
+        if let Some((name, value)) = &self.auth {
+            request = request.header(name, value.expose());
+        }
+        let response = request
+            .send()
+            .map_err(|e| GraphqlError::Other(describe_transport_error(&self.what(), &e)))?;
+        let status = response.status().as_u16();
+        if status >= 500 {
+            return Err(GraphqlError::Other(Error::failed(format!(
+                "{} failed with HTTP {status}; try again later or look at the server's logs",
+                self.what()
+            ))));
+        }
+        let body = read_json(response, &self.what()).map_err(GraphqlError::Other)?;
+        if let Some(first) = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
+            let message = first
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message")
+                .to_string();
+            let name = first
+                .pointer("/extensions/name")
+                .or_else(|| first.pointer("/extensions/code"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            return Err(match name.as_str() {
+                "GRAPHQL_BAD_REQUEST" => GraphqlError::BadRequest(message),
+                _ if status == 400 => GraphqlError::BadRequest(message),
+                _ => GraphqlError::Resolver { name, message },
+            });
+        }
+        if status != 200 {
+            return Err(GraphqlError::Other(Error::failed(format!(
+                "{} answered HTTP {status}",
+                self.what()
+            ))));
+        }
+        body.get("data")
+            .filter(|d| d.is_object())
+            .cloned()
+            .ok_or_else(|| {
+                GraphqlError::Other(Error::failed(format!(
+                    "{} answered without data",
+                    self.what()
+                )))
+            })
+    }
+}
+
+enum GraphqlError {
+    /// Parse, validation and variable errors (HTTP 400).
+    BadRequest(String),
+    /// A resolver's error, with AFFiNE's error name.
+    Resolver {
+        name: String,
+        message: String,
+    },
+    Other(Error),
+}
+
+impl GraphqlError {
+    fn into_error(self, what: &str) -> Error {
+        match self {
+            GraphqlError::BadRequest(message) => {
+                Error::failed(format!("{what} rejected the request as malformed: {message}"))
+            }
+            GraphqlError::Resolver { name, message } => match name.as_str() {
+                "AUTHENTICATION_REQUIRED" => Error::failed(format!(
+                    "{what} says the session is not signed in: check admin_email/admin_password, or renew the session token"
+                )),
+                "ACTION_FORBIDDEN" => Error::failed(format!(
+                    "{what}: the account is not an administrator; use an account with the administrator feature"
+                )),
+                "INVALID_APP_CONFIG" | "INVALID_APP_CONFIG_INPUT" | "VALIDATION_ERROR" => {
+                    Error::failed(format!("{what} rejected the OIDC value: {message}"))
+                }
+                _ => Error::failed(format!("{what} answered with an error ({name}): {message}")),
+            },
+            GraphqlError::Other(e) => e,
+        }
+    }
+}
+
+fn updates(value: &OidcValue) -> Value {
+    json!({"updates": [{"module": OAUTH_MODULE, "key": OIDC_KEY, "value": value.to_affine_revealed()}]})
+}
+
+fn parse_server_config(data: &Value, what: &str) -> Result<ServerState> {
+    let config = data
+        .get("serverConfig")
+        .ok_or_else(|| Error::failed(format!("{what} sent no serverConfig")))?;
+    let raw_version = config
+        .get("version")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let version = AffineVersion::parse(raw_version).ok_or_else(|| {
+        Error::failed(format!(
+            "{what} reports version {raw_version:?}, which is not X.Y.Z"
+        ))
+    })?;
+    let oauth_providers = config
+        .get("oauthProviders")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ServerState {
+        version,
+        oauth_providers,
+        oidc: None,
+    })
+}
+
+fn read_json(response: Response, what: &str) -> Result<Value> {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string();
+    let text = response
+        .text()
+        .map_err(|e| describe_transport_error(what, &e))?;
+    serde_json::from_str(&text).map_err(|_| {
+        Error::failed(format!(
+            "{what} did not answer with JSON (HTTP {status}, {content_type}); is the URL AFFiNE's own, not a proxy's or a login page?"
+        ))
+    })
+}
+
+fn retry_after(response: &Response) -> Option<Duration> {
+    let secs: u64 = response
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// `name=value` of the cookies AFFiNE sets at sign-in.
+fn session_cookies(response: &Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| name.trim().starts_with("affine_"))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect()
+}

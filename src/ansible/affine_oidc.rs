@@ -1,0 +1,259 @@
+//! The `affine_oidc` module: AFFiNE's OIDC provider setting, through the admin API or
+//! `config.json`. Parameters → [`Request`] → [`reconcile`] → result, like
+//! community.general's keycloak modules: `existing`, `proposed`, `end_state`, `diff`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::affine::client::Credentials;
+use crate::affine::oidc_value::OidcValue;
+use crate::ansible::params::{Kind, Param, Params, Spec};
+use crate::blueprint::options::DEFAULT_SLUG;
+use crate::client_id::derive_client_id;
+use crate::error::{Error, Result};
+use crate::http::HttpOptions;
+use crate::oidc_setting::{reconcile, Backend, Desired, Outcome, Request};
+use crate::secret::{Redactor, MASK};
+use crate::slug::Slug;
+use crate::web_url::BaseUrl;
+
+pub const NAME: &str = "affine_oidc";
+pub const DOCS: &str = include_str!("docs/affine_oidc.yml");
+
+pub static SPEC: Spec = Spec {
+    module: NAME,
+    params: &[
+        Param::new("affine_url", Kind::Str).env("AFFINE_URL"),
+        Param::new("admin_email", Kind::Str).env("AFFINE_ADMIN_EMAIL"),
+        Param::new("admin_password", Kind::Str)
+            .env("AFFINE_ADMIN_PASSWORD")
+            .no_log(),
+        Param::new("session_token", Kind::Str)
+            .env("AFFINE_SESSION_TOKEN")
+            .no_log(),
+        Param::new("config_file", Kind::Path),
+        Param::new("backup", Kind::Bool).default("false"),
+        Param::new("issuer", Kind::Str),
+        Param::new("authentik_url", Kind::Str),
+        Param::new("slug", Kind::Str).default("\"affine\""),
+        Param::new("client_id", Kind::Str),
+        Param::new("client_secret", Kind::Str).no_log(),
+        Param::new("args", Kind::Dict),
+        Param::new("state", Kind::Str)
+            .default("\"present\"")
+            .choices(&["present", "absent"]),
+        Param::new("validate_certs", Kind::Bool).default("true"),
+        Param::new("ca_path", Kind::Path),
+        Param::new("timeout", Kind::Int).default("30"),
+        Param::new("wait", Kind::Bool).default("false"),
+        Param::new("wait_timeout", Kind::Int).default("120"),
+    ],
+    mutually_exclusive: &[
+        &["issuer", "authentik_url"],
+        &["session_token", "admin_password"],
+        &["config_file", "session_token"],
+        &["config_file", "admin_password"],
+    ],
+    required_together: &[],
+};
+
+pub fn run(params: &Params, redactor: &mut Redactor) -> Result<Map<String, Value>> {
+    let request = request_from_params(params)?;
+    let outcome = reconcile(&request, redactor)?;
+    Ok(result(&outcome, &request, params.internal.diff))
+}
+
+/// Seconds from an int parameter, which must be positive.
+fn seconds(params: &Params, name: &str) -> Result<Duration> {
+    match params.int(name) {
+        Some(n) if n > 0 => Ok(Duration::from_secs(n as u64)),
+        _ => Err(Error::usage(format!(
+            "{name} must be a positive number of seconds"
+        ))),
+    }
+}
+
+pub fn http_options(params: &Params) -> Result<HttpOptions> {
+    Ok(HttpOptions {
+        validate_certs: params.bool("validate_certs"),
+        ca_path: params.str("ca_path").map(PathBuf::from),
+        timeout: seconds(params, "timeout")?,
+    })
+}
+
+pub fn request_from_params(params: &Params) -> Result<Request> {
+    let affine_url = params
+        .str("affine_url")
+        .map(|u| BaseUrl::parse("affine_url", &u))
+        .transpose()?;
+    let backend = if let Some(path) = params.str("config_file") {
+        Backend::File {
+            path: PathBuf::from(path),
+            backup: params.bool("backup"),
+        }
+    } else {
+        let url = affine_url.clone().ok_or_else(|| {
+            Error::usage("one of affine_url (or the environment variable AFFINE_URL) or config_file is required")
+        })?;
+        Backend::Api {
+            url,
+            credentials: credentials(params)?,
+            http: http_options(params)?,
+            wait: if params.bool("wait") {
+                Some(seconds(params, "wait_timeout")?)
+            } else {
+                None
+            },
+        }
+    };
+
+    let desired = if params.str("state").as_deref() == Some("absent") {
+        Desired::Absent
+    } else {
+        let slug = Slug::parse(
+            "slug",
+            &params.str("slug").unwrap_or_else(|| DEFAULT_SLUG.into()),
+        )?;
+        let issuer = match (params.str("issuer"), params.str("authentik_url")) {
+            (Some(issuer), _) => {
+                BaseUrl::parse("issuer", &issuer)?;
+                issuer.trim().to_string()
+            }
+            (None, Some(authentik)) => {
+                BaseUrl::parse("authentik_url", &authentik)?.authentik_issuer(slug.as_str())
+            }
+            (None, None) => {
+                return Err(Error::usage(
+                    "state=present needs issuer, or authentik_url (with slug)",
+                ))
+            }
+        };
+        let client_id = match (params.str("client_id"), &affine_url) {
+            (Some(id), _) if !id.is_empty() => id,
+            (Some(_), _) => return Err(Error::usage("client_id is empty")),
+            (None, Some(url)) => derive_client_id(url, &slug),
+            (None, None) => {
+                return Err(Error::usage(
+                    "client_id is required (or affine_url, to derive it as the blueprint does)",
+                ))
+            }
+        };
+        let client_secret = params
+            .secret("client_secret")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::usage("client_secret is required with state=present"))?;
+        Desired::Present(OidcValue {
+            issuer,
+            client_id,
+            client_secret,
+            args: params.dict("args").unwrap_or_default(),
+        })
+    };
+    Ok(Request {
+        backend,
+        desired,
+        check_mode: params.internal.check_mode,
+    })
+}
+
+/// Explicit task parameters win over the environment; of two from the environment, the
+/// session token (one request fewer, no rate-limited sign-in).
+fn credentials(params: &Params) -> Result<Credentials> {
+    let token = || {
+        params
+            .secret("session_token")
+            .filter(|s| !s.is_empty())
+            .map(Credentials::SessionToken)
+    };
+    let password = || -> Result<Option<Credentials>> {
+        let Some(password) = params.secret("admin_password") else {
+            return Ok(None);
+        };
+        let email = params
+            .str("admin_email")
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| {
+                Error::usage("admin_password needs admin_email (or AFFINE_ADMIN_EMAIL)")
+            })?;
+        Ok(Some(Credentials::Password { email, password }))
+    };
+    let chosen = if params.given("admin_password") {
+        password()?
+    } else if params.given("session_token") {
+        token()
+    } else {
+        token()
+            .map(Ok)
+            .or_else(|| password().transpose())
+            .transpose()?
+    };
+    chosen.ok_or_else(|| {
+        Error::usage("give admin_email and admin_password, or session_token (or AFFINE_ADMIN_EMAIL/AFFINE_ADMIN_PASSWORD, AFFINE_SESSION_TOKEN)")
+    })
+}
+
+/// Before/after for reports. Secrets are masks; a changed secret shows as a different mask
+/// so the diff still says the secret changed.
+pub fn report_pair(outcome: &Outcome) -> (Value, Value) {
+    let secret_changed = outcome.changed_fields.contains(&"clientSecret");
+    let before = outcome
+        .before
+        .as_ref()
+        .map(OidcValue::to_report)
+        .unwrap_or_else(|| json!({}));
+    let mut after = outcome
+        .after
+        .as_ref()
+        .map(OidcValue::to_report)
+        .unwrap_or_else(|| json!({}));
+    if secret_changed && after.get("clientSecret").and_then(Value::as_str) == Some(MASK) {
+        after["clientSecret"] = Value::String(format!("{MASK} (changed)"));
+    }
+    (before, after)
+}
+
+fn result(outcome: &Outcome, request: &Request, want_diff: bool) -> Map<String, Value> {
+    let plain = |v: &Option<OidcValue>| {
+        v.as_ref()
+            .map(OidcValue::to_report)
+            .unwrap_or_else(|| json!({}))
+    };
+    let (existing, proposed) = (plain(&outcome.before), plain(&outcome.after));
+    let end_state = if outcome.changed {
+        proposed.clone()
+    } else {
+        existing.clone()
+    };
+    let mut r = Map::new();
+    r.insert("changed".into(), Value::Bool(outcome.changed));
+    r.insert("msg".into(), Value::String(outcome.msg.clone()));
+    r.insert("existing".into(), existing);
+    r.insert("proposed".into(), proposed);
+    r.insert("end_state".into(), end_state);
+    if want_diff {
+        let (before, after) = report_pair(outcome);
+        let target = match &request.backend {
+            Backend::Api { url, .. } => format!("{url} oauth/providers.oidc"),
+            Backend::File { path, .. } => format!("{} oauth.providers.oidc", path.display()),
+        };
+        r.insert(
+            "diff".into(),
+            json!({"before": before, "after": after, "before_header": target, "after_header": target}),
+        );
+    }
+    if let Some(v) = &outcome.server_version {
+        r.insert("affine_version".into(), Value::String(v.clone()));
+    }
+    if let Some(reg) = outcome.oidc_registered {
+        r.insert("oidc_registered".into(), Value::Bool(reg));
+    }
+    if let Some(b) = &outcome.backup_file {
+        r.insert("backup_file".into(), Value::String(b.display().to_string()));
+    }
+    if !outcome.warnings.is_empty() {
+        r.insert("warnings".into(), json!(outcome.warnings));
+    }
+    r
+}

@@ -1,0 +1,447 @@
+//! Module parameters, checked the way `AnsibleModule` checks them. Ansible does none of
+//! this for a binary module: types and coercion (ad hoc `-a k=v` sends strings), defaults,
+//! environment fallbacks, choices, unknown and conflicting parameters are ours to check.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::secret::{Redactor, Secret};
+
+/// What Ansible prints instead of a `no_log` parameter's value.
+pub const NO_LOG_PLACEHOLDER: &str = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Bool,
+    Int,
+    Dict,
+    List,
+    /// A string; a leading `~/` is expanded like Ansible's `type: path`.
+    Path,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// A JSON literal (`"30"`, `"true"`, `"\"present\""`).
+    pub default: Option<&'static str>,
+    /// Read from this environment variable (on the host the module runs on) when unset.
+    pub env: Option<&'static str>,
+    pub no_log: bool,
+    pub choices: &'static [&'static str],
+}
+
+impl Param {
+    pub const fn new(name: &'static str, kind: Kind) -> Self {
+        Param {
+            name,
+            kind,
+            default: None,
+            env: None,
+            no_log: false,
+            choices: &[],
+        }
+    }
+    pub const fn default(mut self, json: &'static str) -> Self {
+        self.default = Some(json);
+        self
+    }
+    pub const fn env(mut self, var: &'static str) -> Self {
+        self.env = Some(var);
+        self
+    }
+    pub const fn no_log(mut self) -> Self {
+        self.no_log = true;
+        self
+    }
+    pub const fn choices(mut self, choices: &'static [&'static str]) -> Self {
+        self.choices = choices;
+        self
+    }
+}
+
+pub struct Spec {
+    pub module: &'static str,
+    pub params: &'static [Param],
+    /// At most one of each group may be given (explicitly, not by environment).
+    pub mutually_exclusive: &'static [&'static [&'static str]],
+    /// All or none of each group.
+    pub required_together: &'static [&'static [&'static str]],
+}
+
+/// Ansible's own switches from the `_ansible_*` keys.
+#[derive(Debug, Clone, Default)]
+pub struct Internal {
+    pub check_mode: bool,
+    pub diff: bool,
+    pub verbosity: u64,
+    pub module_name: Option<String>,
+}
+
+/// Checked parameters: each key of the spec, coerced, or absent when unset.
+#[derive(Debug, Clone)]
+pub struct Params {
+    values: Map<String, Value>,
+    explicit: BTreeSet<String>,
+    pub internal: Internal,
+}
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name).filter(|v| !v.is_null())
+    }
+    pub fn str(&self, name: &str) -> Option<String> {
+        self.get(name).and_then(Value::as_str).map(str::to_string)
+    }
+    pub fn bool(&self, name: &str) -> bool {
+        self.get(name).and_then(Value::as_bool).unwrap_or(false)
+    }
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.get(name).and_then(Value::as_i64)
+    }
+    pub fn dict(&self, name: &str) -> Option<Map<String, Value>> {
+        self.get(name).and_then(Value::as_object).cloned()
+    }
+    pub fn list(&self, name: &str) -> Option<Vec<String>> {
+        self.get(name).and_then(Value::as_array).map(|a| {
+            a.iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect()
+        })
+    }
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.str(name).map(Secret::new)
+    }
+    /// Given in the task (not defaulted, not from the environment).
+    pub fn given(&self, name: &str) -> bool {
+        self.explicit.contains(name)
+    }
+    pub fn is_set(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// Checks `raw` (the args file) against `spec`. Every `no_log` value seen, valid or not,
+/// goes to `redactor` first, so no error below can echo it.
+pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params> {
+    let empty = Map::new();
+    let raw = raw.as_object().unwrap_or(&empty);
+    let mut internal = Internal::default();
+    let mut unknown = Vec::new();
+    for (key, value) in raw {
+        match key.as_str() {
+            "_ansible_check_mode" => internal.check_mode = to_bool(value).unwrap_or(false),
+            "_ansible_diff" => internal.diff = to_bool(value).unwrap_or(false),
+            "_ansible_verbosity" => internal.verbosity = value.as_u64().unwrap_or(0),
+            "_ansible_module_name" => internal.module_name = value.as_str().map(str::to_string),
+            k if k.starts_with("_ansible_") => {}
+            k if spec.params.iter().any(|p| p.name == k) => {}
+            k => unknown.push(k.to_string()),
+        }
+    }
+    for p in spec.params.iter().filter(|p| p.no_log) {
+        if let Some(s) = raw.get(p.name).and_then(Value::as_str) {
+            redactor.add_raw(s);
+        }
+        if let Some(s) = p.env.and_then(|e| std::env::var(e).ok()) {
+            redactor.add_raw(&s);
+        }
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        let mut supported: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
+        supported.sort();
+        return Err(Error::usage(format!(
+            "Unsupported parameters for ({}) module: {}. Supported parameters include: {}.",
+            spec.module,
+            unknown.join(", "),
+            supported.join(", ")
+        )));
+    }
+
+    let mut values = Map::new();
+    let mut explicit = BTreeSet::new();
+    for p in spec.params {
+        let given = raw.get(p.name).filter(|v| !v.is_null());
+        if given.is_some() {
+            explicit.insert(p.name.to_string());
+        }
+        let from_env = || {
+            p.env
+                .and_then(|e| std::env::var(e).ok())
+                .filter(|s| !s.is_empty())
+                .map(Value::String)
+        };
+        let from_default = || {
+            p.default
+                .map(|d| serde_json::from_str(d).expect("spec defaults are JSON literals"))
+        };
+        let Some(value) = given.cloned().or_else(from_env).or_else(from_default) else {
+            continue;
+        };
+        let coerced = coerce(p, &value)?;
+        if !p.choices.is_empty() {
+            let s = coerced.as_str().unwrap_or_default();
+            if !p.choices.contains(&s) {
+                return Err(Error::usage(format!(
+                    "value of {} must be one of: {}, got: {}",
+                    p.name,
+                    p.choices.join(", "),
+                    s
+                )));
+            }
+        }
+        values.insert(p.name.to_string(), coerced);
+    }
+
+    for group in spec.mutually_exclusive {
+        let present: Vec<&str> = group
+            .iter()
+            .copied()
+            .filter(|n| explicit.contains(*n))
+            .collect();
+        if present.len() > 1 {
+            return Err(Error::usage(format!(
+                "parameters are mutually exclusive: {}",
+                present.join("|")
+            )));
+        }
+    }
+    for group in spec.required_together {
+        let set: Vec<&str> = group
+            .iter()
+            .copied()
+            .filter(|n| values.get(*n).is_some_and(|v| !v.is_null()))
+            .collect();
+        if !set.is_empty() && set.len() != group.len() {
+            return Err(Error::usage(format!(
+                "parameters are required together: {}",
+                group.join(", ")
+            )));
+        }
+    }
+    Ok(Params {
+        values,
+        explicit,
+        internal,
+    })
+}
+
+/// `module_args` for the result's `invocation`: the checked values, `no_log` ones replaced.
+pub fn invocation(spec: &Spec, params: Option<&Params>, raw: &Value) -> Value {
+    let mut args = Map::new();
+    for p in spec.params {
+        let value = match params {
+            Some(ps) => ps.values.get(p.name).cloned().unwrap_or(Value::Null),
+            None => raw.get(p.name).cloned().unwrap_or(Value::Null),
+        };
+        let shown = if p.no_log && !value.is_null() {
+            Value::String(NO_LOG_PLACEHOLDER.into())
+        } else {
+            value
+        };
+        args.insert(p.name.to_string(), shown);
+    }
+    serde_json::json!({ "module_args": args })
+}
+
+fn type_error(p: &Param, value: &Value, want: &str) -> Error {
+    let shown = if p.no_log {
+        NO_LOG_PLACEHOLDER.to_string()
+    } else {
+        value.to_string()
+    };
+    Error::usage(format!(
+        "argument '{}' is of type {} and we were unable to convert to {want}: {shown}",
+        p.name,
+        json_type(value)
+    ))
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+/// Ansible's boolean words (`BOOLEANS_TRUE` / `BOOLEANS_FALSE`).
+fn to_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x == 1.0 => Some(true),
+            Some(x) if x == 0.0 => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "on" | "1" | "true" | "t" => Some(true),
+            "n" | "no" | "off" | "0" | "false" | "f" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn coerce(p: &Param, v: &Value) -> Result<Value> {
+    Ok(match p.kind {
+        Kind::Str | Kind::Path => {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(type_error(p, v, "str")),
+            };
+            if p.kind == Kind::Path {
+                Value::String(expand_home(&s))
+            } else {
+                Value::String(s)
+            }
+        }
+        Kind::Bool => Value::Bool(to_bool(v).ok_or_else(|| type_error(p, v, "bool"))?),
+        Kind::Int => match v {
+            Value::Number(n) if n.is_i64() => v.clone(),
+            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+                Value::from(n.as_f64().unwrap_or(0.0) as i64)
+            }
+            Value::String(s) => Value::from(
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| type_error(p, v, "int"))?,
+            ),
+            _ => return Err(type_error(p, v, "int")),
+        },
+        Kind::Dict => match v {
+            Value::Object(_) => v.clone(),
+            Value::String(s) if s.trim().starts_with('{') => {
+                serde_json::from_str::<Map<String, Value>>(s)
+                    .map(Value::Object)
+                    .map_err(|_| type_error(p, v, "dict"))?
+            }
+            Value::String(s) => {
+                let mut map = Map::new();
+                for pair in s.split([',', ' ']).filter(|x| !x.is_empty()) {
+                    let (k, val) = pair
+                        .split_once('=')
+                        .ok_or_else(|| type_error(p, v, "dict"))?;
+                    map.insert(k.trim().to_string(), Value::String(val.trim().to_string()));
+                }
+                Value::Object(map)
+            }
+            _ => return Err(type_error(p, v, "dict")),
+        },
+        Kind::List => match v {
+            Value::Array(_) => v.clone(),
+            Value::String(s) => Value::Array(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(|x| Value::String(x.into()))
+                    .collect(),
+            ),
+            Value::Number(_) => Value::Array(vec![Value::String(v.to_string())]),
+            _ => return Err(type_error(p, v, "list")),
+        },
+    })
+}
+
+fn expand_home(s: &str) -> String {
+    match (s.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+        _ => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SPEC: Spec = Spec {
+        module: "demo",
+        params: &[
+            Param::new("url", Kind::Str),
+            Param::new("wait", Kind::Bool).default("false"),
+            Param::new("timeout", Kind::Int).default("30"),
+            Param::new("args", Kind::Dict),
+            Param::new("password", Kind::Str).no_log(),
+            Param::new("token", Kind::Str).no_log(),
+            Param::new("state", Kind::Str)
+                .default("\"present\"")
+                .choices(&["present", "absent"]),
+        ],
+        mutually_exclusive: &[&["password", "token"]],
+        required_together: &[],
+    };
+
+    #[test]
+    fn ad_hoc_strings_are_coerced_like_ansible() {
+        let mut r = Redactor::new();
+        let p = parse(
+            &SPEC,
+            &json!({"wait": "yes", "timeout": "12", "args": "scope=openid,claim_name=name"}),
+            &mut r,
+        )
+        .unwrap();
+        assert!(p.bool("wait"));
+        assert_eq!(p.int("timeout"), Some(12));
+        assert_eq!(p.dict("args").unwrap()["claim_name"], "name");
+        assert_eq!(p.str("state").as_deref(), Some("present"));
+    }
+
+    #[test]
+    fn unknown_parameters_are_named_and_internal_keys_ignored() {
+        let mut r = Redactor::new();
+        let e = parse(
+            &SPEC,
+            &json!({"urll": "x", "_ansible_check_mode": true, "_ansible_new_thing": 1}),
+            &mut r,
+        )
+        .unwrap_err();
+        assert!(
+            e.message()
+                .contains("Unsupported parameters for (demo) module: urll"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_types_choices_and_conflicts_fail_without_echoing_secrets() {
+        let mut r = Redactor::new();
+        assert!(parse(&SPEC, &json!({"timeout": "soon"}), &mut r).is_err());
+        assert!(parse(&SPEC, &json!({"wait": "maybe"}), &mut r).is_err());
+        assert!(parse(&SPEC, &json!({"state": "gone"}), &mut r).is_err());
+        let e = parse(
+            &SPEC,
+            &json!({"password": "pw-secret-1", "token": "tok-secret-2"}),
+            &mut r,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("mutually exclusive"));
+        let e = parse(&SPEC, &json!({"password": ["pw-in-a-list"]}), &mut r).unwrap_err();
+        assert!(!e.message().contains("pw-in-a-list"), "{e}");
+    }
+
+    #[test]
+    fn invocation_hides_no_log_values() {
+        let mut r = Redactor::new();
+        let raw = json!({"password": "pw-secret-1", "url": "u"});
+        let p = parse(&SPEC, &raw, &mut r).unwrap();
+        let inv = invocation(&SPEC, Some(&p), &raw).to_string();
+        assert!(!inv.contains("pw-secret-1"));
+        assert!(inv.contains(NO_LOG_PLACEHOLDER));
+        assert_eq!(r.text("x pw-secret-1 y"), "x ******** y");
+    }
+}

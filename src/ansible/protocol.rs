@@ -1,0 +1,118 @@
+//! Ansible's binary-module protocol: `<module> <args-file>`, one JSON object on stdout.
+//! Whatever happens (bad args file, failure, panic) the output is that one object, passed
+//! through the redactor last, because Ansible masks nothing for a binary module.
+
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::ansible::params::{self, Params, Spec};
+use crate::ansible::MODULES;
+use crate::error::Result;
+use crate::secret::Redactor;
+
+/// One module: its parameter spec and the function that does the work. The function
+/// returns the result fields (`changed`, `msg`, ...); the protocol adds `invocation`.
+pub struct Module {
+    pub name: &'static str,
+    pub spec: &'static Spec,
+    pub run: fn(&Params, &mut Redactor) -> Result<Map<String, Value>>,
+    /// The sidecar documentation (`DOCUMENTATION`, `EXAMPLES`, `RETURN`) for ansible-doc.
+    pub docs: &'static str,
+}
+
+/// Runs the module named by the args file's `_ansible_module_name`, else `fallback_name`
+/// (the binary's own name). Returns the process exit code.
+pub fn run(args_path: &Path, fallback_name: Option<&str>) -> i32 {
+    let mut redactor = Redactor::new();
+    let result = run_guarded(args_path, fallback_name, &mut redactor);
+    emit(result, &redactor)
+}
+
+fn run_guarded(
+    args_path: &Path,
+    fallback_name: Option<&str>,
+    redactor: &mut Redactor,
+) -> Map<String, Value> {
+    let raw: Value = match std::fs::read_to_string(args_path) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return failure(format!(
+                    "the args file {} is not a JSON object",
+                    args_path.display()
+                ))
+            }
+        },
+        Err(e) => {
+            return failure(format!(
+                "cannot read the args file {}: {e}",
+                args_path.display()
+            ))
+        }
+    };
+    let name = raw
+        .get("_ansible_module_name")
+        .and_then(Value::as_str)
+        .map(|n| n.rsplit('.').next().unwrap_or(n).to_string())
+        .or_else(|| fallback_name.map(str::to_string))
+        .unwrap_or_default();
+    let Some(module) = MODULES.iter().find(|m| m.name == name) else {
+        let known: Vec<&str> = MODULES.iter().map(|m| m.name).collect();
+        return failure(format!(
+            "unknown module {name:?}; this binary provides {}",
+            known.join(", ")
+        ));
+    };
+
+    // A panic must still end as one JSON object; its message goes through the redactor
+    // like everything else. The default hook would print to stderr: silence it.
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let parsed = params::parse(module.spec, &raw, redactor);
+        let mut result = match &parsed {
+            Ok(p) => (module.run)(p, redactor).unwrap_or_else(|e| failure(e.to_string())),
+            Err(e) => failure(e.to_string()),
+        };
+        result.insert(
+            "invocation".into(),
+            params::invocation(module.spec, parsed.as_ref().ok(), &raw),
+        );
+        result
+    }));
+    outcome.unwrap_or_else(|panic| {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "no message".into());
+        failure(format!(
+            "internal error in {name} (please report it): {text}"
+        ))
+    })
+}
+
+pub fn failure(msg: String) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("failed".into(), Value::Bool(true));
+    m.insert("changed".into(), Value::Bool(false));
+    m.insert("msg".into(), Value::String(msg));
+    m
+}
+
+fn emit(result: Map<String, Value>, redactor: &Redactor) -> i32 {
+    let failed = result
+        .get("failed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut value = Value::Object(result);
+    redactor.json(&mut value);
+    let text = serde_json::to_string(&value)
+        .unwrap_or_else(|_| json!({"failed": true, "msg": "cannot encode result"}).to_string());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+    i32::from(failed)
+}

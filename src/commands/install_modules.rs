@@ -1,0 +1,39 @@
+use std::path::Path;
+
+use crate::ansible::MODULES;
+use crate::atomic_file::{self, WriteOptions};
+use crate::error::{Error, Result};
+
+/// Copies this binary into `dir` once per module name, each with its sidecar docs
+/// (`<name>.yml`) so `ansible-doc -M dir <name>` works. Prints the written paths.
+pub fn run(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find this program's file: {e}")))?;
+    let binary = std::fs::read(&exe)
+        .map_err(|e| Error::failed(format!("cannot read {}: {e}", exe.display())))?;
+    for module in MODULES.iter() {
+        let target = dir.join(module.name);
+        atomic_file::write(
+            &target,
+            &binary,
+            WriteOptions {
+                mode: Some(0o755),
+                backup: false,
+            },
+        )?;
+        let docs = dir.join(format!("{}.yml", module.name));
+        atomic_file::write(
+            &docs,
+            module.docs.as_bytes(),
+            WriteOptions {
+                mode: Some(0o644),
+                backup: false,
+            },
+        )?;
+        println!("{}", target.display());
+        println!("{}", docs.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Reconciling AFFiNE's OIDC provider setting: read the current value, compare it with the
+//! wanted one as AFFiNE would, write only when they differ (never in check mode), and
+//! report. The `affine_oidc` module and the `apply` command both run this.
+
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::affine::client::{AffineClient, Credentials};
+use crate::affine::config_file::{ConfigFile, RESTART_WARNING};
+use crate::affine::oidc_value::OidcValue;
+use crate::error::{Error, Result};
+use crate::http::HttpOptions;
+use crate::secret::Redactor;
+use crate::web_url::BaseUrl;
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// AFFiNE 0.21+'s admin API: takes effect at once.
+    Api {
+        url: BaseUrl,
+        credentials: Credentials,
+        http: HttpOptions,
+        wait: Option<Duration>,
+    },
+    /// AFFiNE's config.json: takes effect at the next server start.
+    File { path: PathBuf, backup: bool },
+}
+
+#[derive(Debug, Clone)]
+pub enum Desired {
+    Present(OidcValue),
+    /// AFFiNE's defaults (API) or no `providers.oidc` key (file).
+    Absent,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub backend: Backend,
+    pub desired: Desired,
+    pub check_mode: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub changed: bool,
+    /// The value before; `None` when nothing was set (file without the key).
+    pub before: Option<OidcValue>,
+    /// The value after (in check mode: what it would be).
+    pub after: Option<OidcValue>,
+    /// Which fields differ (`issuer`, `clientId`, `clientSecret`, `args`).
+    pub changed_fields: Vec<&'static str>,
+    pub msg: String,
+    pub warnings: Vec<String>,
+    pub server_version: Option<String>,
+    pub oidc_registered: Option<bool>,
+    pub backup_file: Option<PathBuf>,
+}
+
+pub fn reconcile(request: &Request, redactor: &mut Redactor) -> Result<Outcome> {
+    match &request.backend {
+        Backend::Api {
+            url,
+            credentials,
+            http,
+            wait,
+        } => reconcile_api(
+            url,
+            credentials,
+            http,
+            *wait,
+            &request.desired,
+            request.check_mode,
+            redactor,
+        ),
+        Backend::File { path, backup } => {
+            reconcile_file(path, *backup, &request.desired, request.check_mode)
+        }
+    }
+}
+
+fn reconcile_api(
+    url: &BaseUrl,
+    credentials: &Credentials,
+    http: &HttpOptions,
+    wait: Option<Duration>,
+    desired: &Desired,
+    check_mode: bool,
+    redactor: &mut Redactor,
+) -> Result<Outcome> {
+    let mut client = AffineClient::new(url.clone(), http)?;
+    let session = client.authenticate(credentials)?;
+    redactor.add(&session);
+    let state = client.read_state()?;
+    let before = state
+        .oidc
+        .as_ref()
+        .map(OidcValue::from_affine)
+        .unwrap_or_else(OidcValue::empty);
+    let wanted = match desired {
+        Desired::Present(v) => v.clone(),
+        Desired::Absent => OidcValue::empty(),
+    };
+    let changed_fields = before.differences(&wanted);
+    let mut outcome = Outcome {
+        changed: !changed_fields.is_empty(),
+        before: Some(before),
+        after: Some(wanted.clone()),
+        changed_fields,
+        server_version: Some(state.version.to_string()),
+        oidc_registered: Some(state.oidc_registered()),
+        ..Outcome::default()
+    };
+    if outcome.changed {
+        if check_mode {
+            if let Some(reason) = client.validate_oidc(state.version, &wanted)? {
+                return Err(Error::failed(format!(
+                    "AFFiNE {} would reject the OIDC value: {reason}",
+                    state.version
+                )));
+            }
+        } else {
+            client.write_oidc(&wanted)?;
+        }
+    }
+    outcome.msg = summary(&outcome, check_mode, "AFFiNE's OIDC provider");
+
+    if let (Some(limit), Desired::Present(_), false) = (wait, desired, check_mode) {
+        if outcome.changed || !state.oidc_registered() {
+            wait_for_registration(&client, limit, state.version)?;
+        }
+        outcome.oidc_registered = Some(true);
+    }
+    Ok(outcome)
+}
+
+/// AFFiNE registers the OIDC provider after a successful discovery of the issuer, in the
+/// background on 0.27+: poll the public server config until it lists `OIDC`.
+fn wait_for_registration(
+    client: &AffineClient,
+    limit: Duration,
+    version: crate::affine::version::AffineVersion,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if client.server_state()?.oidc_registered() {
+            return Ok(());
+        }
+        if started.elapsed() >= limit {
+            let mut hint = String::from(
+                "AFFiNE could not fetch the issuer's discovery document (<issuer>/.well-known/openid-configuration); \
+                 check that AFFiNE's server can reach the issuer and that the blueprint is applied in authentik",
+            );
+            if version.registers_after_single_discovery() {
+                hint.push_str(&format!(
+                    "; AFFiNE {version} tries discovery once per change, so after fixing it rewrite the setting or restart AFFiNE"
+                ));
+            }
+            if version.has_ssrf_guard() {
+                hint.push_str(&format!(
+                    "; AFFiNE {version} refuses issuers on loopback, private or link-local addresses"
+                ));
+            }
+            return Err(Error::failed(format!(
+                "OIDC did not appear among AFFiNE's login providers within {}s: {hint}",
+                limit.as_secs()
+            )));
+        }
+        sleep(
+            Duration::from_millis(500).min(
+                limit
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(50)),
+            ),
+        );
+    }
+}
+
+fn reconcile_file(
+    path: &std::path::Path,
+    backup: bool,
+    desired: &Desired,
+    check_mode: bool,
+) -> Result<Outcome> {
+    let mut file = ConfigFile::load(path)?;
+    let before = file.oidc();
+    let after = match desired {
+        Desired::Present(v) => Some(v.clone()),
+        Desired::Absent => None,
+    };
+    let changed_fields = match (&before, &after) {
+        (Some(b), Some(a)) => b.differences(a),
+        (None, Some(a)) => OidcValue::empty()
+            .differences(a)
+            .into_iter()
+            .chain(std::iter::once("providers.oidc"))
+            .collect(),
+        (Some(_), None) => vec!["providers.oidc"],
+        (None, None) => vec![],
+    };
+    let mut outcome = Outcome {
+        changed: !changed_fields.is_empty(),
+        before,
+        after: after.clone(),
+        changed_fields,
+        ..Outcome::default()
+    };
+    if outcome.changed {
+        if !check_mode {
+            file.set_oidc(after.as_ref());
+            outcome.backup_file = file.save(backup)?.backup_file;
+        }
+        outcome.warnings.push(RESTART_WARNING.to_string());
+    }
+    outcome.msg = summary(
+        &outcome,
+        check_mode,
+        &format!("OIDC provider in {}", path.display()),
+    );
+    Ok(outcome)
+}
+
+fn summary(outcome: &Outcome, check_mode: bool, what: &str) -> String {
+    if !outcome.changed {
+        return format!("{what} is already as wanted");
+    }
+    let fields = outcome.changed_fields.join(", ");
+    if check_mode {
+        format!("{what} would change ({fields}); check mode, nothing written")
+    } else {
+        format!("{what} changed ({fields})")
+    }
+}
