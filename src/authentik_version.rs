@@ -101,6 +101,15 @@ impl AuthentikVersion {
         }
     }
 
+    /// Where scope mappings are listed: property mappings moved under `provider/` in 2024.8.
+    pub fn scope_mappings_endpoint(self) -> &'static str {
+        if self >= Self::at(2024, 8, 0) {
+            "/api/v3/propertymappings/provider/scope/"
+        } else {
+            "/api/v3/propertymappings/scope/"
+        }
+    }
+
     /// `2024.8` and `2024.10` without a patch are ambiguous: the redirect URI format
     /// changed inside those series. The caller warns.
     pub fn ambiguity_warning(input: &str, parsed: Self) -> Option<String> {

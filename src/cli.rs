@@ -57,6 +57,14 @@ pub enum Command {
         Secrets: AFFINE_ADMIN_PASSWORD or AFFINE_SESSION_TOKEN, and AFFINE_OIDC_CLIENT_SECRET.")]
     Apply(ApplyArgs),
 
+    /// Check the whole login path (discovery, issuer, AFFiNE, authentik) without a browser.
+    #[command(after_help = "Examples:\n  \
+        affine-authentik verify --affine-url https://affine.example.com --authentik-url https://auth.example.com\n  \
+        AUTHENTIK_TOKEN=... affine-authentik verify --affine-url https://affine.example.com --authentik-url https://auth.example.com --json\n\n\
+        Exit status 0 only when every check passes (warnings do not fail). The authentik checks run\n\
+        when a token is given: env AUTHENTIK_TOKEN or --authentik-token-file (never on the command line).")]
+    Verify(VerifyArgs),
+
     /// Install the Ansible modules (affine_oidc, authentik_blueprint) and their docs into DIR.
     #[command(after_help = "Examples:\n  \
         affine-authentik install-modules ./library && ansible-doc -M ./library affine_oidc")]
@@ -237,4 +245,47 @@ pub struct ApplyArgs {
     /// Show the value before and after (secrets masked).
     #[arg(long)]
     pub diff: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// AFFiNE's public URL.
+    #[arg(long, env = "AFFINE_URL", value_name = "URL")]
+    pub affine_url: String,
+
+    /// The issuer AFFiNE is configured with (takes precedence over --authentik-url + --slug).
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// authentik's URL; with --slug gives the issuer, and is where the authentik checks go.
+    #[arg(long, env = "AUTHENTIK_URL", value_name = "URL")]
+    pub authentik_url: Option<String>,
+
+    /// authentik application slug.
+    #[arg(long, default_value = DEFAULT_SLUG)]
+    pub slug: String,
+
+    /// The client id AFFiNE and authentik should share [default: derived, as `blueprint` does].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// A file holding an authentik API token (else env AUTHENTIK_TOKEN), for the authentik checks.
+    #[arg(long, value_name = "PATH")]
+    pub authentik_token_file: Option<PathBuf>,
+
+    /// Machine-readable output: one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Do not verify TLS certificates (test servers only).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// PEM file of CA certificates to trust.
+    #[arg(long, value_name = "PATH")]
+    pub ca_path: Option<PathBuf>,
+
+    /// Seconds per HTTP request.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
 }

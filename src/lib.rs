@@ -9,6 +9,7 @@
 pub mod affine;
 pub mod ansible;
 pub mod atomic_file;
+pub mod authentik;
 pub mod authentik_version;
 pub mod blueprint;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod names;
 pub mod oidc_setting;
 pub mod secret;
 pub mod slug;
+pub mod verify;
 pub mod web_url;
 
 use clap::Parser;
@@ -52,6 +54,11 @@ pub fn run_cli() -> ExitCode {
         Command::Blueprint(args) => commands::blueprint::run(args),
         Command::OidcConfig(args) => commands::oidc_config::run(args),
         Command::Apply(args) => commands::apply::run(args),
+        Command::Verify(args) => match commands::verify::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::Failure,
+            Err(e) => Err(e),
+        },
         Command::InstallModules { dir } => commands::install_modules::run(dir),
         Command::Module { args_file } => {
             return if ansible::protocol::run(args_file, None) == 0 {

@@ -1,18 +1,27 @@
 //! Ansible binary modules: the protocol, parameter checking, and the modules themselves.
 
 pub mod affine_oidc;
+pub mod authentik_blueprint;
 pub mod params;
 pub mod protocol;
 
 use protocol::Module;
 
 /// Every module this binary provides, by the name Ansible calls it.
-pub static MODULES: [Module; 1] = [Module {
-    name: affine_oidc::NAME,
-    spec: &affine_oidc::SPEC,
-    run: affine_oidc::run,
-    docs: affine_oidc::DOCS,
-}];
+pub static MODULES: [Module; 2] = [
+    Module {
+        name: affine_oidc::NAME,
+        spec: &affine_oidc::SPEC,
+        run: affine_oidc::run,
+        docs: affine_oidc::DOCS,
+    },
+    Module {
+        name: authentik_blueprint::NAME,
+        spec: &authentik_blueprint::SPEC,
+        run: authentik_blueprint::run,
+        docs: authentik_blueprint::DOCS,
+    },
+];
 
 /// When the binary is installed as a module (its file name is a module's name) and given
 /// one argument, it is a module. Ansible names the remote copy after the module.

@@ -27,7 +27,12 @@ pub struct Rendered {
 /// The whole pipeline: validate, render, check. Nothing touches the file system but reading
 /// a custom template.
 pub fn build(options: &BlueprintOptions) -> Result<Rendered> {
-    let (spec, mut warnings) = BlueprintSpec::from_options(options)?;
+    let (spec, warnings) = BlueprintSpec::from_options(options)?;
+    build_from_spec(spec, warnings)
+}
+
+/// Render and check an already validated spec.
+pub fn build_from_spec(spec: BlueprintSpec, mut warnings: Vec<String>) -> Result<Rendered> {
     let yaml = render::render(&spec)?;
     check::check(&yaml, &spec)?;
     if matches!(spec.client_secret, SecretSource::Inline(_)) {

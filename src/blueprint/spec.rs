@@ -121,10 +121,16 @@ impl BlueprintSpec {
             }
             SecretChoice::Inline(secret) => {
                 if secret.is_empty() {
-                    return Err(Error::usage(
-                        "--inline-client-secret reads the secret from the environment variable AFFINE_OIDC_CLIENT_SECRET, which is empty or unset",
-                    ));
+                    return Err(Error::usage(match names {
+                        NameStyle::Cli => "--inline-client-secret reads the secret from the environment variable AFFINE_OIDC_CLIENT_SECRET, which is empty or unset",
+                        NameStyle::Module => "client_secret is empty",
+                    }));
                 }
+                warnings.push(format!(
+                    "the blueprint holds the client secret in clear text: keep the file private (mode 0600) and out of version control, or use {} / {}",
+                    n("client_secret_env"),
+                    n("client_secret_file")
+                ));
                 SecretSource::Inline(secret.clone())
             }
         };

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod blueprint;
 pub mod install_modules;
 pub mod oidc_config;
+pub mod verify;
 
 /// Diagnostics go to stderr, one line each, so stdout stays clean data.
 pub fn warn(message: &str) {

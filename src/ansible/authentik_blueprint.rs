@@ -1,0 +1,418 @@
+//! The `authentik_blueprint` module: the AFFiNE blueprint into authentik, either as a file
+//! for authentik's mounted blueprints directory (`dest`) or as a managed blueprint instance
+//! through authentik's API (`authentik_url` + `authentik_token`).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::ansible::affine_oidc::http_options;
+use crate::ansible::params::{Kind, Param, Params, Spec};
+use crate::atomic_file::{self, WriteOptions};
+use crate::authentik::client::AuthentikClient;
+use crate::blueprint::options::DEFAULT_SECRET_ENV;
+use crate::blueprint::{self, BlueprintOptions, SecretChoice, SecretSource};
+use crate::error::{Error, Result};
+use crate::names::NameStyle;
+use crate::secret::{Redactor, MASK};
+use crate::web_url::BaseUrl;
+
+pub const NAME: &str = "authentik_blueprint";
+pub const DOCS: &str = include_str!("docs/authentik_blueprint.yml");
+
+pub static SPEC: Spec = Spec {
+    module: NAME,
+    params: &[
+        Param::new("affine_url", Kind::Str).env("AFFINE_URL"),
+        Param::new("slug", Kind::Str).default("\"affine\""),
+        Param::new("name", Kind::Str).default("\"AFFiNE\""),
+        Param::new("provider_name", Kind::Str).default("\"Provider for AFFiNE\""),
+        Param::new("launch_url", Kind::Str),
+        Param::new("client_id", Kind::Str),
+        Param::new("client_secret_env", Kind::Str),
+        Param::new("client_secret_file", Kind::Str),
+        Param::new("client_secret", Kind::Str).no_log(),
+        Param::new("authorization_flow", Kind::Str)
+            .default("\"default-provider-authorization-implicit-consent\""),
+        Param::new("invalidation_flow", Kind::Str)
+            .default("\"default-provider-invalidation-flow\""),
+        Param::new("signing_key", Kind::Str).default("\"authentik Self-signed Certificate\""),
+        Param::new("scopes", Kind::List),
+        Param::new("group", Kind::Str),
+        Param::new("authentik_version", Kind::Str),
+        Param::new("template", Kind::Path),
+        Param::new("state", Kind::Str)
+            .default("\"present\"")
+            .choices(&["present", "absent"]),
+        Param::new("dest", Kind::Path),
+        Param::new("mode", Kind::Str),
+        Param::new("backup", Kind::Bool).default("false"),
+        Param::new("authentik_url", Kind::Str).env("AUTHENTIK_URL"),
+        Param::new("authentik_token", Kind::Str)
+            .env("AUTHENTIK_TOKEN")
+            .no_log(),
+        Param::new("remove_objects", Kind::Bool).default("false"),
+        Param::new("validate_certs", Kind::Bool).default("true"),
+        Param::new("ca_path", Kind::Path),
+        Param::new("timeout", Kind::Int).default("30"),
+    ],
+    mutually_exclusive: &[
+        &["client_secret_env", "client_secret_file", "client_secret"],
+        &["dest", "authentik_url"],
+    ],
+    required_together: &[],
+};
+
+pub fn run(params: &Params, redactor: &mut Redactor) -> Result<Map<String, Value>> {
+    let absent = params.str("state").as_deref() == Some("absent");
+    if let Some(dest) = params.str("dest") {
+        return run_file(params, Path::new(&dest), absent);
+    }
+    if params.is_set("authentik_url") {
+        return run_api(params, absent, redactor);
+    }
+    Err(Error::usage("give dest (a blueprint file), or authentik_url and authentik_token (or AUTHENTIK_URL, AUTHENTIK_TOKEN)"))
+}
+
+fn options(params: &Params, version: Option<String>) -> Result<BlueprintOptions> {
+    let affine_url = params
+        .str("affine_url")
+        .ok_or_else(|| Error::usage("affine_url (or AFFINE_URL) is required"))?;
+    let mut o = BlueprintOptions::new(affine_url);
+    let text = |name: &str, target: &mut String| {
+        if let Some(v) = params.str(name) {
+            *target = v;
+        }
+    };
+    text("slug", &mut o.slug);
+    text("name", &mut o.name);
+    text("provider_name", &mut o.provider_name);
+    text("authorization_flow", &mut o.authorization_flow);
+    text("invalidation_flow", &mut o.invalidation_flow);
+    text("signing_key", &mut o.signing_key);
+    o.launch_url = params.str("launch_url");
+    o.client_id = params.str("client_id");
+    o.group = params.str("group");
+    o.template = params.str("template").map(PathBuf::from);
+    if let Some(scopes) = params.list("scopes") {
+        o.scopes = scopes;
+    }
+    if let Some(v) = version {
+        o.authentik_version = v;
+    }
+    o.client_secret = if let Some(var) = params.str("client_secret_env") {
+        SecretChoice::Env(var)
+    } else if let Some(path) = params.str("client_secret_file") {
+        SecretChoice::File(path)
+    } else if let Some(secret) = params.secret("client_secret") {
+        SecretChoice::Inline(secret)
+    } else {
+        SecretChoice::Env(DEFAULT_SECRET_ENV.into())
+    };
+    Ok(o)
+}
+
+/// Renders the blueprint, naming inputs as the task does.
+fn render(params: &Params, version: Option<String>) -> Result<blueprint::Rendered> {
+    let o = options(params, version)?;
+    let (spec, warnings) = blueprint::BlueprintSpec::from_options_named(&o, NameStyle::Module)?;
+    blueprint::build_from_spec(spec, warnings)
+}
+
+/// Literal secrets in blueprint text (ours or one already in place), masked for a diff.
+/// `!Env` and `!File` references stay readable: they are names, not secrets.
+pub fn mask_literal_secrets(yaml: &str) -> String {
+    yaml.lines()
+        .map(|line| match line.split_once("client_secret:") {
+            Some((indent, value))
+                if !value.trim().is_empty() && !value.trim_start().starts_with('!') =>
+            {
+                format!("{indent}client_secret: {MASK}")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if yaml.ends_with('\n') { "\n" } else { "" }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_mode(params: &Params, inline_secret: bool) -> Result<u32> {
+    match params.str("mode") {
+        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                Error::usage(format!("mode {m:?} is not an octal file mode such as 0644"))
+            }),
+        None if inline_secret => Ok(0o600),
+        None => Ok(0o644),
+    }
+}
+
+fn base_result(changed: bool, msg: String, warnings: Vec<String>) -> Map<String, Value> {
+    let mut r = Map::new();
+    r.insert("changed".into(), Value::Bool(changed));
+    r.insert("msg".into(), Value::String(msg));
+    if !warnings.is_empty() {
+        r.insert("warnings".into(), json!(warnings));
+    }
+    r
+}
+
+fn text_diff(
+    params: &Params,
+    header: &str,
+    before: &str,
+    after: &str,
+    result: &mut Map<String, Value>,
+) {
+    if params.internal.diff {
+        result.insert(
+            "diff".into(),
+            json!({"before": mask_literal_secrets(before), "after": mask_literal_secrets(after),
+                   "before_header": header, "after_header": header}),
+        );
+    }
+}
+
+fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Value>> {
+    let check = params.internal.check_mode;
+    let existing = match std::fs::read(dest) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(Error::failed(format!(
+                "cannot read {}: {e}",
+                dest.display()
+            )))
+        }
+    };
+    let before_text = existing
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .to_string();
+    let header = dest.display().to_string();
+
+    if absent {
+        let changed = existing.is_some();
+        if changed && !check {
+            std::fs::remove_file(dest)
+                .map_err(|e| Error::failed(format!("cannot remove {}: {e}", header)))?;
+        }
+        let msg = match (changed, check) {
+            (false, _) => format!("{header} is already absent"),
+            (true, true) => format!("{header} would be removed (check mode)"),
+            (true, false) => format!(
+                "{header} removed; authentik keeps the objects it created from it until they are deleted there"
+            ),
+        };
+        let mut r = base_result(changed, msg, vec![]);
+        text_diff(params, &header, &before_text, "", &mut r);
+        r.insert("dest".into(), Value::String(header));
+        return Ok(r);
+    }
+
+    let rendered = render(params, params.str("authentik_version"))?;
+    let inline = matches!(rendered.spec.client_secret, SecretSource::Inline(_));
+    let mode = parse_mode(params, inline)?;
+    let new_hash = sha256_hex(rendered.yaml.as_bytes());
+    let content_changed = existing.as_deref().map(sha256_hex).as_deref() != Some(new_hash.as_str());
+    let mode_changed = existing.is_some() && {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(dest)
+            .map(|m| m.permissions().mode() & 0o7777 != mode)
+            .unwrap_or(false)
+    };
+    let changed = content_changed || mode_changed;
+    let mut backup_file = None;
+    if changed && !check {
+        if content_changed {
+            let written = atomic_file::write(
+                dest,
+                rendered.yaml.as_bytes(),
+                WriteOptions {
+                    mode: Some(mode),
+                    backup: params.bool("backup"),
+                },
+            )?;
+            backup_file = written.backup_file;
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::failed(format!("cannot set the mode of {header}: {e}")))?;
+        }
+    }
+    let msg = match (changed, check) {
+        (false, _) => format!("{header} is up to date"),
+        (true, true) => format!("{header} would change (check mode)"),
+        (true, false) => format!(
+            "{header} written; authentik applies files in its blueprints directory on change"
+        ),
+    };
+    let mut r = base_result(changed, msg, rendered.warnings.clone());
+    text_diff(params, &header, &before_text, &rendered.yaml, &mut r);
+    r.insert("dest".into(), Value::String(header));
+    r.insert("checksum".into(), Value::String(new_hash));
+    r.insert(
+        "blueprint_name".into(),
+        Value::String(rendered.spec.blueprint_name()),
+    );
+    r.insert(
+        "authentik_version".into(),
+        Value::String(rendered.spec.version.to_string()),
+    );
+    if let Some(b) = backup_file {
+        r.insert("backup_file".into(), Value::String(b.display().to_string()));
+    }
+    Ok(r)
+}
+
+/// The blueprint with every object entry set to `state: absent`, to delete what it created.
+/// The policy binding is dropped: authentik deletes it with its application.
+fn absent_blueprint(yaml: &str) -> Result<String> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(yaml)
+        .map_err(|e| Error::failed(format!("cannot read the blueprint back: {e}")))?;
+    if let Some(entries) = doc
+        .get_mut("entries")
+        .and_then(serde_yaml::Value::as_sequence_mut)
+    {
+        entries.retain(|e| {
+            e.get("model").and_then(serde_yaml::Value::as_str)
+                != Some(blueprint::check::BINDING_MODEL)
+        });
+        for entry in entries.iter_mut() {
+            if let Some(map) = entry.as_mapping_mut() {
+                map.insert("state".into(), "absent".into());
+            }
+        }
+    }
+    serde_yaml::to_string(&doc)
+        .map_err(|e| Error::failed(format!("cannot write the removal blueprint: {e}")))
+}
+
+fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map<String, Value>> {
+    let check = params.internal.check_mode;
+    let url = BaseUrl::parse(
+        "authentik_url",
+        &params.str("authentik_url").unwrap_or_default(),
+    )?;
+    let token = params.secret("authentik_token").ok_or_else(|| {
+        Error::usage("authentik_token (or AUTHENTIK_TOKEN) is required with authentik_url")
+    })?;
+    redactor.add(&token);
+    let client = AuthentikClient::new(url.clone(), token, &http_options(params)?)?;
+    // The blueprint must fit the running authentik: ask it unless the task says.
+    let version = match params.str("authentik_version") {
+        Some(v) => v,
+        None => client.version()?.to_string(),
+    };
+    let rendered = render(params, Some(version))?;
+    let name = rendered.spec.blueprint_name();
+    let header = format!("{url} blueprint {name:?}");
+    let current = client.find_instance(&name)?;
+    let before_text = current
+        .as_ref()
+        .map(|i| i.content.clone())
+        .unwrap_or_default();
+
+    if absent {
+        let Some(instance) = current else {
+            return Ok(base_result(
+                false,
+                format!("{header} is already absent"),
+                vec![],
+            ));
+        };
+        let remove_objects = params.bool("remove_objects");
+        if !check {
+            if remove_objects {
+                let removal = absent_blueprint(&rendered.yaml)?;
+                client.update_content(&instance.pk, &removal)?;
+                client.apply(&instance.pk)?;
+            }
+            client.delete_instance(&instance.pk)?;
+        }
+        let mut warnings = vec![];
+        if !remove_objects {
+            warnings.push(
+                "authentik keeps the provider and application a removed blueprint created; set remove_objects: true to delete them too"
+                    .to_string(),
+            );
+        }
+        let msg = if check {
+            format!("{header} would be removed (check mode)")
+        } else {
+            format!("{header} removed")
+        };
+        let mut r = base_result(true, msg, warnings);
+        text_diff(params, &header, &before_text, "", &mut r);
+        return Ok(r);
+    }
+
+    let changed = current
+        .as_ref()
+        .map(|i| i.content != rendered.yaml)
+        .unwrap_or(true);
+    if changed && !check {
+        let instance = match &current {
+            Some(i) => client.update_content(&i.pk, &rendered.yaml)?,
+            None => client.create_instance(&name, &rendered.yaml)?,
+        };
+        client.apply(&instance.pk)?;
+    }
+    let msg = match (changed, check, current.is_some()) {
+        (false, _, _) => format!("{header} is up to date"),
+        (true, true, _) => format!(
+            "{header} would be {} (check mode)",
+            if current.is_some() {
+                "updated"
+            } else {
+                "created"
+            }
+        ),
+        (true, false, true) => format!("{header} updated and applied"),
+        (true, false, false) => format!("{header} created and applied"),
+    };
+    let mut r = base_result(changed, msg, rendered.warnings.clone());
+    text_diff(params, &header, &before_text, &rendered.yaml, &mut r);
+    r.insert("blueprint_name".into(), Value::String(name));
+    r.insert(
+        "authentik_version".into(),
+        Value::String(rendered.spec.version.to_string()),
+    );
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_secrets_are_masked_but_references_stay() {
+        let text = "a: 1\n      client_secret: hunter2-secret\n      client_secret: !Env VAR\n";
+        let masked = mask_literal_secrets(text);
+        assert!(!masked.contains("hunter2"));
+        assert!(masked.contains("client_secret: !Env VAR"));
+        assert!(masked.ends_with('\n'));
+    }
+
+    #[test]
+    fn removal_blueprint_marks_entries_absent_and_drops_the_binding() {
+        let mut o = BlueprintOptions::new("https://affine.example.com");
+        o.group = Some("staff".into());
+        let yaml = blueprint::build(&o).unwrap().yaml;
+        let removal = absent_blueprint(&yaml).unwrap();
+        assert_eq!(removal.matches("state: absent").count(), 2, "{removal}");
+        assert!(!removal.contains(blueprint::check::BINDING_MODEL));
+        assert!(removal.contains("!KeyOf"));
+    }
+}

@@ -1,0 +1,112 @@
+use std::time::Duration;
+
+use crate::cli::VerifyArgs;
+use crate::client_id::derive_client_id;
+use crate::error::{Error, Result};
+use crate::http::HttpOptions;
+use crate::secret::{Redactor, Secret};
+use crate::slug::Slug;
+use crate::verify::{self, Check, Status, VerifyInput};
+use crate::web_url::BaseUrl;
+
+/// Runs the checks and prints them. `Ok(true)` when every check passed.
+pub fn run(args: &VerifyArgs) -> Result<bool> {
+    let affine_url = BaseUrl::parse("--affine-url", &args.affine_url)?;
+    let slug = Slug::parse("--slug", &args.slug)?;
+    let authentik_url = args
+        .authentik_url
+        .as_deref()
+        .map(|u| BaseUrl::parse("--authentik-url", u))
+        .transpose()?;
+    let issuer = match (&args.issuer, &authentik_url) {
+        (Some(issuer), _) => {
+            BaseUrl::parse("--issuer", issuer)?;
+            issuer.trim().to_string()
+        }
+        (None, Some(url)) => url.authentik_issuer(slug.as_str()),
+        (None, None) => {
+            return Err(Error::usage(
+                "give --issuer, or --authentik-url (with --slug)",
+            ))
+        }
+    };
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| derive_client_id(&affine_url, &slug));
+    let token = match &args.authentik_token_file {
+        Some(path) => Some(Secret::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    Error::usage(format!(
+                        "cannot read --authentik-token-file {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim(),
+        )),
+        None => std::env::var("AUTHENTIK_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+    };
+    let authentik = match (token, authentik_url) {
+        (Some(token), Some(url)) => Some((slug.as_str().to_string(), url, token)),
+        (Some(_), None) => {
+            return Err(Error::usage(
+                "an authentik token needs --authentik-url for the authentik checks",
+            ))
+        }
+        _ => None,
+    };
+    let mut redactor = Redactor::new();
+    if let Some((_, _, token)) = &authentik {
+        redactor.add(token);
+    }
+    let input = VerifyInput {
+        affine_url,
+        issuer,
+        client_id,
+        authentik,
+        http: HttpOptions {
+            validate_certs: !args.insecure,
+            ca_path: args.ca_path.clone(),
+            timeout: Duration::from_secs(args.timeout.max(1)),
+        },
+    };
+    let checks = verify::run(&input)?;
+    let ok = verify::all_passed(&checks);
+    if args.json {
+        let mut value = serde_json::json!({"ok": ok, "checks": checks});
+        redactor.json(&mut value);
+        println!("{value}");
+    } else {
+        for check in &checks {
+            println!("{}", redactor.text(&human_line(check)));
+        }
+        let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+        println!(
+            "{}",
+            if ok {
+                "all checks passed".to_string()
+            } else {
+                format!("{failed} check(s) failed")
+            }
+        );
+    }
+    Ok(ok)
+}
+
+fn human_line(check: &Check) -> String {
+    let mark = match check.status {
+        Status::Pass => "PASS",
+        Status::Fail => "FAIL",
+        Status::Warn => "WARN",
+        Status::Skip => "SKIP",
+    };
+    let mut line = format!("{mark} {:<24} {}", check.id, check.detail);
+    if let Some(fix) = &check.fix {
+        line.push_str(&format!("\n     fix: {fix}"));
+    }
+    line
+}
