@@ -1,0 +1,1299 @@
+//! Tests of the stand-in servers themselves: each proves one contract point of CONTRACTS.md
+//! §1 (AFFiNE) or §2 (authentik) that the project's tests rely on.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+use support::affine_standin::{AffineOptions, AffineStandin, Fault};
+use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// POST /graphql as JSON; `bearer` is a session id.
+fn gql(url: &str, bearer: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+    let mut req = client()
+        .post(format!("{url}/graphql"))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let resp = req.send().unwrap();
+    (resp.status().as_u16(), resp.json().unwrap())
+}
+
+const APP_CONFIG: &str = "query { appConfig }";
+const UPDATE: &str =
+    "mutation updateAppConfig($updates: [UpdateAppConfigInput!]!) { updateAppConfig(updates: $updates) }";
+const SERVER_CONFIG: &str =
+    "query { serverConfig { version oauthProviders features initialized } }";
+
+fn oidc_update(value: Value) -> Value {
+    json!({"updates": [{"module": "oauth", "key": "providers.oidc", "value": value}]})
+}
+
+fn oidc_value(issuer: &str) -> Value {
+    json!({"clientId": "affine-client", "clientSecret": "s3cret-VALUE", "issuer": issuer, "args": {}})
+}
+
+fn write_oidc(affine: &AffineStandin, value: Value) -> (u16, Value) {
+    gql(
+        &affine.url(),
+        Some(&affine.session_token_for_admin()),
+        UPDATE,
+        oidc_update(value),
+    )
+}
+
+fn oauth_providers(url: &str) -> Vec<String> {
+    let (_, body) = gql(url, None, SERVER_CONFIG, json!({}));
+    body["data"]["serverConfig"]["oauthProviders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sign_in(url: &str, email: &str, password: Option<&str>) -> Response {
+    let mut body = json!({ "email": email });
+    if let Some(p) = password {
+        body["password"] = json!(p);
+    }
+    client()
+        .post(format!("{url}/api/auth/sign-in"))
+        .json(&body)
+        .send()
+        .unwrap()
+}
+
+fn set_cookies(resp: &Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+fn error_name(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["name"]
+        .as_str()
+        .unwrap_or("")
+}
+
+/// Polls `f` every 50 ms up to `limit`.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+// ------------------------------------------------------------------------------------------
+// AFFiNE: GraphQL admin API
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn affine_server_config_is_public_and_reports_the_version() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let (status, body) = gql(&affine.url(), None, SERVER_CONFIG, json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["serverConfig"]["version"], "0.25.3");
+    assert_eq!(body["data"]["serverConfig"]["oauthProviders"], json!([]));
+    assert_eq!(body["data"]["serverConfig"]["initialized"], true);
+}
+
+#[test]
+fn affine_app_config_refuses_anonymous_with_authentication_required() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let (status, body) = gql(&affine.url(), None, APP_CONFIG, json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], Value::Null);
+    let ext = &body["errors"][0]["extensions"];
+    assert_eq!(ext["name"], "AUTHENTICATION_REQUIRED");
+    assert_eq!(ext["status"], 401);
+    assert_eq!(ext["code"], "Unauthorized");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "You must sign in first to access this resource."
+    );
+}
+
+#[test]
+fn affine_app_config_refuses_a_non_admin_with_action_forbidden() {
+    let mut opts = AffineOptions::new("0.25.3");
+    opts.users
+        .push(("user@example.com".into(), "user-pass-1".into()));
+    let affine = AffineStandin::start(opts);
+    let resp = sign_in(&affine.url(), "user@example.com", Some("user-pass-1"));
+    assert_eq!(resp.status().as_u16(), 200);
+    let session = set_cookies(&resp)
+        .iter()
+        .find_map(|c| {
+            c.strip_prefix("affine_session=")
+                .map(|r| r.split(';').next().unwrap().to_string())
+        })
+        .unwrap();
+    let resp = client()
+        .post(format!("{}/graphql", affine.url()))
+        .header("Cookie", format!("affine_session={session}"))
+        .json(&json!({"query": APP_CONFIG}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(error_name(&body), "ACTION_FORBIDDEN");
+    assert_eq!(body["errors"][0]["extensions"]["status"], 403);
+}
+
+#[test]
+fn affine_app_config_returns_the_whole_config_with_secrets_nested() {
+    let affine = AffineStandin::start(AffineOptions::new("0.26.1"));
+    affine.set_stored_oidc(
+        json!({"clientId": "id", "clientSecret": "s3cret-VALUE", "issuer": "", "args": {}}),
+    );
+    let (status, body) = gql(
+        &affine.url(),
+        Some(&affine.session_token_for_admin()),
+        APP_CONFIG,
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let config = &body["data"]["appConfig"];
+    assert_eq!(
+        config["oauth"]["providers"]["oidc"]["clientSecret"],
+        "s3cret-VALUE"
+    );
+    assert!(config["server"]["name"].is_string());
+    assert!(config["auth"].is_object());
+    assert!(config["oauth"]["providers"]["google"].is_object());
+}
+
+#[test]
+fn affine_update_replaces_the_stored_value_and_returns_only_the_saved_override() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let first = json!({"clientId": "a", "clientSecret": "b", "issuer": "", "args": {"scope": "openid email"}});
+    let (status, body) = write_oidc(&affine, first);
+    assert_eq!(status, 200, "{body}");
+    let second = json!({"clientId": "c", "clientSecret": "d", "issuer": "", "args": {}});
+    let (_, body) = write_oidc(&affine, second.clone());
+    assert_eq!(
+        body["data"]["updateAppConfig"],
+        json!({"oauth": {"providers": {"oidc": second}}})
+    );
+    // No deep merge: the earlier `args.scope` is gone.
+    assert_eq!(affine.stored_oidc(), Some(second));
+    assert_eq!(affine.write_count(), 2);
+}
+
+#[test]
+fn affine_rejects_an_oidc_value_without_args_and_quotes_the_secret() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let (status, body) = write_oidc(
+        &affine,
+        json!({"clientId": "a", "clientSecret": "s3cret-VALUE", "issuer": "https://idp.example"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(error_name(&body), "INVALID_APP_CONFIG");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("Invalid app config for module `oauth` with key `providers.oidc`."));
+    assert!(
+        message.contains("s3cret-VALUE"),
+        "AFFiNE quotes the value: {message}"
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["data"]["key"],
+        "providers.oidc"
+    );
+    assert_eq!(affine.write_count(), 0);
+    assert_eq!(affine.stored_oidc(), None);
+}
+
+#[test]
+fn affine_checks_the_issuer_scheme_on_0_22_and_later_but_not_on_0_21() {
+    let bad =
+        json!({"clientId": "a", "clientSecret": "b", "issuer": "ftp://idp.example", "args": {}});
+    let newer = AffineStandin::start(AffineOptions::new("0.22.0"));
+    let (_, body) = write_oidc(&newer, bad.clone());
+    assert_eq!(error_name(&body), "INVALID_APP_CONFIG");
+    let older = AffineStandin::start(AffineOptions::new("0.21.0"));
+    let (_, body) = write_oidc(&older, bad.clone());
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(older.stored_oidc(), Some(bad));
+}
+
+#[test]
+fn affine_types_claim_email_verified_from_0_26() {
+    let value = json!({"clientId": "a", "clientSecret": "b", "issuer": "", "args": {"claim_email_verified": true}});
+    let v025 = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let (_, body) = write_oidc(&v025, value.clone());
+    assert!(
+        body.get("errors").is_none(),
+        "an extra key passes on 0.25: {body}"
+    );
+    let v026 = AffineStandin::start(AffineOptions::new("0.26.1"));
+    let (_, body) = write_oidc(&v026, value);
+    assert_eq!(error_name(&body), "INVALID_APP_CONFIG");
+}
+
+const VALIDATE_M: &str = "mutation v($updates: [UpdateAppConfigInput!]!) { validateAppConfig(updates: $updates) { module key value valid error } }";
+const VALIDATE_Q: &str = "query v($updates: [UpdateAppConfigInput!]!) { validateAppConfig(updates: $updates) { module key value valid error } }";
+
+fn validate_status(affine: &AffineStandin, doc: &str) -> (u16, Value) {
+    gql(
+        &affine.url(),
+        Some(&affine.session_token_for_admin()),
+        doc,
+        oidc_update(json!({"clientId": "a", "clientSecret": "b", "issuer": "nope", "args": {}})),
+    )
+}
+
+#[test]
+fn affine_validate_app_config_operation_type_follows_the_version() {
+    for (version, mutation_ok, query_ok) in [
+        ("0.21.0", false, false),
+        ("0.25.3", true, false),
+        ("0.26.0", true, true),
+        ("0.26.1", false, true),
+        ("0.27.0", false, true),
+    ] {
+        let affine = AffineStandin::start(AffineOptions::new(version));
+        for (doc, ok) in [(VALIDATE_M, mutation_ok), (VALIDATE_Q, query_ok)] {
+            let (status, body) = validate_status(&affine, doc);
+            if ok {
+                assert_eq!(status, 200, "{version}: {body}");
+                let r = &body["data"]["validateAppConfig"][0];
+                assert_eq!(r["valid"], false, "{version}");
+                assert!(r["error"].as_str().unwrap().contains("Invalid app config"));
+            } else {
+                assert_eq!(status, 400, "{version} {doc}: {body}");
+                assert_eq!(error_name(&body), "GRAPHQL_BAD_REQUEST");
+            }
+        }
+        assert_eq!(affine.write_count(), 0);
+    }
+}
+
+#[test]
+fn affine_0_20_has_no_app_config_but_answers_server_config() {
+    let affine = AffineStandin::start(AffineOptions::new("0.20.0"));
+    let (status, body) = gql(
+        &affine.url(),
+        Some(&affine.session_token_for_admin()),
+        APP_CONFIG,
+        json!({}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(error_name(&body), "GRAPHQL_BAD_REQUEST");
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Cannot query field \"appConfig\""));
+    let (status, body) = gql(
+        &affine.url(),
+        None,
+        "{ serverConfig { version } }",
+        json!({}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["serverConfig"]["version"], "0.20.0");
+}
+
+#[test]
+fn affine_graphql_without_content_type_is_refused_and_not_executed() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let resp = client()
+        .post(format!("{}/graphql", affine.url()))
+        .bearer_auth(affine.session_token_for_admin())
+        .body(
+            serde_json::to_vec(&json!({"query": UPDATE, "variables": oidc_update(oidc_value(""))}))
+                .unwrap(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(affine.write_count(), 0);
+}
+
+#[test]
+fn affine_rejects_documents_outside_its_schema() {
+    let affine = AffineStandin::start(AffineOptions::new("0.26.1"));
+    let (status, body) = gql(
+        &affine.url(),
+        None,
+        "query { serverConfig { nope } }",
+        json!({}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(error_name(&body), "GRAPHQL_BAD_REQUEST");
+    let (status, _) = gql(&affine.url(), None, "query {", json!({}));
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn affine_current_user_reports_admin_feature() {
+    let affine = AffineStandin::start(AffineOptions::new("0.26.1"));
+    let (_, body) = gql(
+        &affine.url(),
+        Some(&affine.session_token_for_admin()),
+        "{ currentUser { email features } }",
+        json!({}),
+    );
+    assert_eq!(body["data"]["currentUser"]["email"], "admin@example.com");
+    assert!(body["data"]["currentUser"]["features"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("Admin")));
+}
+
+#[test]
+fn affine_access_tokens_pass_login_but_not_the_admin_guard() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let token = affine.access_token_for_admin();
+    let (_, body) = gql(
+        &affine.url(),
+        Some(&token),
+        "{ currentUser { email } }",
+        json!({}),
+    );
+    assert_eq!(body["data"]["currentUser"]["email"], "admin@example.com");
+    let (_, body) = gql(&affine.url(), Some(&token), APP_CONFIG, json!({}));
+    assert_eq!(error_name(&body), "ACTION_FORBIDDEN");
+}
+
+// ------------------------------------------------------------------------------------------
+// AFFiNE: sign-in, setup, rate limit
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn affine_sign_in_sets_session_cookies_by_version() {
+    let old = AffineStandin::start(AffineOptions::new("0.21.0"));
+    let resp = sign_in(&old.url(), "admin@example.com", Some("admin-pass-SECRET"));
+    assert_eq!(resp.status().as_u16(), 200);
+    let cookies = set_cookies(&resp);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("affine_session="))
+        .unwrap();
+    assert!(session.contains("HttpOnly") && !session.contains("Secure"));
+    assert!(cookies.iter().any(|c| c.starts_with("affine_user_id=")));
+    assert!(!cookies.iter().any(|c| c.starts_with("affine_csrf_token=")));
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["email"], "admin@example.com");
+    assert_eq!(old.sign_in_count(), 1);
+
+    let mut opts = AffineOptions::new("0.25.3");
+    opts.https_secure_cookie = true;
+    let newer = AffineStandin::start(opts);
+    let cookies = set_cookies(&sign_in(
+        &newer.url(),
+        "admin@example.com",
+        Some("admin-pass-SECRET"),
+    ));
+    assert!(cookies.iter().any(|c| c.starts_with("affine_csrf_token=")));
+    assert!(cookies
+        .iter()
+        .find(|c| c.starts_with("affine_session="))
+        .unwrap()
+        .contains("; Secure"));
+}
+
+#[test]
+fn affine_session_cookie_authorizes_graphql() {
+    let affine = AffineStandin::start(AffineOptions::new("0.26.1"));
+    let resp = sign_in(
+        &affine.url(),
+        "admin@example.com",
+        Some("admin-pass-SECRET"),
+    );
+    let cookie: Vec<String> = set_cookies(&resp)
+        .iter()
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .collect();
+    let resp = client()
+        .post(format!("{}/graphql", affine.url()))
+        .header("Cookie", cookie.join("; "))
+        .json(&json!({"query": APP_CONFIG}))
+        .send()
+        .unwrap();
+    let body: Value = resp.json().unwrap();
+    assert!(body["data"]["appConfig"]["oauth"].is_object(), "{body}");
+}
+
+#[test]
+fn affine_wrong_or_unknown_credentials_are_wrong_sign_in_credentials() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    for email in ["admin@example.com", "nobody@example.com"] {
+        let resp = sign_in(&affine.url(), email, Some("wrong"));
+        assert_eq!(resp.status().as_u16(), 400);
+        let body: Value = resp.json().unwrap();
+        assert_eq!(body["name"], "WRONG_SIGN_IN_CREDENTIALS");
+        assert_eq!(body["status"], 400);
+        assert_eq!(
+            body["message"],
+            format!("Wrong user email or password: {email}")
+        );
+    }
+    assert_eq!(affine.sign_in_count(), 0);
+}
+
+#[test]
+fn affine_sign_in_without_password_sends_a_magic_link() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    assert_eq!(
+        sign_in(&affine.url(), "admin@example.com", None)
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        sign_in(&affine.url(), "admin@example.com", Some(""))
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(affine.magic_links_sent(), 2);
+    assert_eq!(affine.sign_in_count(), 0);
+}
+
+#[test]
+fn affine_create_admin_user_works_only_while_no_user_exists() {
+    let mut opts = AffineOptions::new("0.25.3");
+    opts.admin_email = String::new();
+    let affine = AffineStandin::start(opts);
+    let (_, body) = gql(&affine.url(), None, SERVER_CONFIG, json!({}));
+    assert_eq!(body["data"]["serverConfig"]["initialized"], false);
+    let create = |email: &str| {
+        client()
+            .post(format!("{}/api/setup/create-admin-user", affine.url()))
+            .json(&json!({"email": email, "password": "first-admin-pw"}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(create("first@example.com"), 200);
+    assert_eq!(create("second@example.com"), 403);
+    assert_eq!(
+        sign_in(&affine.url(), "first@example.com", Some("first-admin-pw"))
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[test]
+fn affine_auth_routes_allow_twenty_requests_a_minute() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    for _ in 0..20 {
+        assert_eq!(
+            sign_in(&affine.url(), "admin@example.com", Some("wrong"))
+                .status()
+                .as_u16(),
+            400
+        );
+    }
+    let resp = sign_in(
+        &affine.url(),
+        "admin@example.com",
+        Some("admin-pass-SECRET"),
+    );
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["name"], "TOO_MANY_REQUEST");
+    assert_eq!(affine.sign_in_count(), 0);
+    // GraphQL is not throttled.
+    assert_eq!(gql(&affine.url(), None, SERVER_CONFIG, json!({})).0, 200);
+}
+
+#[test]
+fn affine_rate_limit_fault_hits_the_next_auth_requests_only() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    affine.set_fault(Fault::RateLimit {
+        retry_after_secs: 7,
+        times: 2,
+    });
+    assert_eq!(gql(&affine.url(), None, SERVER_CONFIG, json!({})).0, 200);
+    for _ in 0..2 {
+        let resp = sign_in(
+            &affine.url(),
+            "admin@example.com",
+            Some("admin-pass-SECRET"),
+        );
+        assert_eq!(resp.status().as_u16(), 429);
+        assert_eq!(resp.headers()["retry-after"], "7");
+    }
+    let resp = sign_in(
+        &affine.url(),
+        "admin@example.com",
+        Some("admin-pass-SECRET"),
+    );
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(affine.sign_in_count(), 1);
+}
+
+#[test]
+fn affine_unknown_paths_answer_json_404() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let resp = client()
+        .get(format!("{}/api/nothing", affine.url()))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["status"], 404);
+}
+
+// ------------------------------------------------------------------------------------------
+// AFFiNE: faults and recording
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn faults_apply_to_later_requests_which_are_still_recorded() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let url = affine.url();
+
+    affine.set_fault(Fault::Status(502));
+    let resp = client()
+        .post(format!("{url}/graphql"))
+        .json(&json!({"query": SERVER_CONFIG}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+
+    affine.set_fault(Fault::NonJson);
+    let resp = client()
+        .post(format!("{url}/graphql"))
+        .json(&json!({"query": SERVER_CONFIG}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.json::<Value>().is_err());
+
+    affine.set_fault(Fault::DropConnection);
+    let err = client()
+        .post(format!("{url}/graphql"))
+        .json(&json!({"query": SERVER_CONFIG}))
+        .send();
+    assert!(err.is_err(), "the connection is closed without an answer");
+
+    affine.set_fault(Fault::Delay(Duration::from_millis(300)));
+    let start = Instant::now();
+    assert_eq!(gql(&url, None, SERVER_CONFIG, json!({})).0, 200);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+
+    affine.set_fault(Fault::None);
+    assert_eq!(gql(&url, None, SERVER_CONFIG, json!({})).0, 200);
+    let recorded = affine.requests();
+    assert_eq!(recorded.len(), 5);
+    assert!(recorded
+        .iter()
+        .all(|r| r.method == "POST" && r.path == "/graphql"));
+    assert!(recorded[0].json().unwrap()["query"]
+        .as_str()
+        .unwrap()
+        .contains("serverConfig"));
+    assert_eq!(recorded[0].header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn a_dropped_standin_stops_listening() {
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let url = affine.url();
+    assert_eq!(gql(&url, None, SERVER_CONFIG, json!({})).0, 200);
+    drop(affine);
+    assert!(client()
+        .post(format!("{url}/graphql"))
+        .json(&json!({}))
+        .send()
+        .is_err());
+}
+
+// ------------------------------------------------------------------------------------------
+// AFFiNE: OIDC registration and preflight (with the authentik stand-in as issuer)
+// ------------------------------------------------------------------------------------------
+
+fn authentik_with_provider(version: &str) -> AuthentikStandin {
+    let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+    ak.add_provider("affine", ProviderState::new("AFFiNE"));
+    ak
+}
+
+fn issuer_of(ak: &AuthentikStandin) -> String {
+    format!("{}/application/o/affine/", ak.url())
+}
+
+#[test]
+fn affine_0_21_registers_oidc_on_client_credentials_alone() {
+    let affine = AffineStandin::start(AffineOptions::new("0.21.0"));
+    write_oidc(
+        &affine,
+        json!({"clientId": "a", "clientSecret": "b", "issuer": "http://unreachable.invalid", "args": {}}),
+    );
+    assert_eq!(oauth_providers(&affine.url()), vec!["OIDC"]);
+    assert!(affine.discovery_attempts().is_empty());
+    write_oidc(
+        &affine,
+        json!({"clientId": "", "clientSecret": "", "issuer": "", "args": {}}),
+    );
+    assert!(!affine.oidc_registered(), "an empty config unregisters");
+}
+
+#[test]
+fn affine_0_25_discovers_once_with_a_double_slash_for_a_trailing_slash_issuer() {
+    let ak = authentik_with_provider("2026.8.0");
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    let (_, body) = write_oidc(&affine, oidc_value(&issuer_of(&ak)));
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(oauth_providers(&affine.url()), vec!["OIDC"]);
+    let fetched: Vec<String> = ak.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        fetched,
+        vec!["/application/o/affine//.well-known/openid-configuration"]
+    );
+}
+
+#[test]
+fn affine_0_25_stays_unregistered_after_a_failed_discovery_until_the_next_write() {
+    let ak = authentik_with_provider("2026.8.0");
+    ak.set_discovery_available(false);
+    let affine = AffineStandin::start(AffineOptions::new("0.25.3"));
+    write_oidc(&affine, oidc_value(&issuer_of(&ak)));
+    assert!(!affine.oidc_registered());
+    ak.set_discovery_available(true);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!affine.oidc_registered(), "no retry on 0.22-0.26");
+    write_oidc(&affine, oidc_value(&issuer_of(&ak)));
+    assert!(affine.oidc_registered());
+    assert_eq!(affine.discovery_attempts().len(), 2);
+}
+
+#[test]
+fn affine_checks_issuer_equality_from_0_26() {
+    let ak = authentik_with_provider("2026.8.0");
+    ak.set_issuer_override(Some("https://other.example/application/o/affine/".into()));
+    let v025 = AffineStandin::start(AffineOptions::new("0.25.3"));
+    write_oidc(&v025, oidc_value(&issuer_of(&ak)));
+    assert!(v025.oidc_registered(), "0.25 does not compare issuers");
+    let v026 = AffineStandin::start(AffineOptions::new("0.26.1"));
+    write_oidc(&v026, oidc_value(&issuer_of(&ak)));
+    assert!(!v026.oidc_registered());
+    assert!(v026.discovery_attempts()[0]
+        .outcome
+        .as_ref()
+        .unwrap_err()
+        .contains("mismatch"));
+    // Trailing slashes do not count.
+    ak.set_issuer_override(None);
+    write_oidc(&v026, oidc_value(issuer_of(&ak).trim_end_matches('/')));
+    assert!(v026.oidc_registered());
+}
+
+#[test]
+fn affine_0_27_refuses_a_loopback_issuer_by_default() {
+    let ak = authentik_with_provider("2026.8.0");
+    let affine = AffineStandin::start(AffineOptions::new("0.27.0"));
+    write_oidc(&affine, oidc_value(&issuer_of(&ak)));
+    assert!(eventually(Duration::from_secs(3), || !affine
+        .discovery_attempts()
+        .is_empty()));
+    let attempt = &affine.discovery_attempts()[0];
+    assert!(
+        attempt.outcome.as_ref().unwrap_err().contains("SSRF"),
+        "{attempt:?}"
+    );
+    assert!(!affine.oidc_registered());
+    assert!(
+        ak.requests().is_empty(),
+        "a refused host is never contacted"
+    );
+}
+
+#[test]
+fn affine_0_27_registers_asynchronously_and_retries_with_backoff() {
+    let ak = authentik_with_provider("2026.8.0");
+    ak.set_discovery_available(false);
+    let mut opts = AffineOptions::new("0.27.0");
+    opts.ssrf_guard = Some(false);
+    let affine = AffineStandin::start(opts);
+    write_oidc(&affine, oidc_value(&issuer_of(&ak)));
+    assert!(eventually(Duration::from_secs(3), || !affine
+        .discovery_attempts()
+        .is_empty()));
+    assert!(!affine.oidc_registered());
+    ak.set_discovery_available(true);
+    // The next attempt comes about 1 s after the first.
+    assert!(eventually(Duration::from_secs(5), || affine.oidc_registered()));
+    assert!(affine.discovery_attempts().len() >= 2);
+}
+
+#[test]
+fn affine_preflight_builds_the_authorize_url_from_discovery() {
+    let ak = authentik_with_provider("2026.8.0");
+    let affine = AffineStandin::start(AffineOptions::new("0.26.1"));
+    let preflight = || {
+        client()
+            .post(format!("{}/api/oauth/preflight", affine.url()))
+            .json(&json!({"provider": "OIDC", "client_nonce": "n"}))
+            .send()
+            .unwrap()
+    };
+    let resp = preflight();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["name"],
+        "UNKNOWN_OAUTH_PROVIDER"
+    );
+
+    write_oidc(&affine, oidc_value(&issuer_of(&ak)));
+    let resp = preflight();
+    assert_eq!(resp.status().as_u16(), 200);
+    let url = reqwest::Url::parse(resp.json::<Value>().unwrap()["url"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        url.as_str().split('?').next().unwrap(),
+        format!("{}/application/o/authorize/", ak.url())
+    );
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], "affine-client");
+    assert_eq!(
+        q["redirect_uri"],
+        format!("{}/oauth/callback", affine.url())
+    );
+    assert_eq!(q["scope"], "openid profile email");
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert!(url
+        .query()
+        .unwrap()
+        .contains("redirect_uri=http%3A%2F%2F127.0.0.1"));
+
+    let resp = client()
+        .post(format!("{}/api/oauth/preflight", affine.url()))
+        .json(&json!({"client_nonce": "n"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["name"],
+        "MISSING_OAUTH_QUERY_PARAMETER"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// authentik
+// ------------------------------------------------------------------------------------------
+
+/// A blueprint for an OAuth2 provider + application `affine`, shaped by the given choices.
+struct Bp {
+    redirect_list: bool,
+    invalidation: bool,
+    grant_types: bool,
+}
+
+impl Bp {
+    /// The right shape for a version.
+    fn for_version(v: &str) -> Bp {
+        let (y, m, p) = {
+            let n: Vec<u32> = v.split('.').map(|x| x.parse().unwrap()).collect();
+            (n[0], n[1], n[2])
+        };
+        let v = (y, m, p);
+        Bp {
+            redirect_list: v >= (2024, 10, 3) || ((2024, 8, 5)..(2024, 10, 0)).contains(&v),
+            invalidation: v >= (2024, 10, 0),
+            grant_types: v >= (2026, 5, 0),
+        }
+    }
+
+    fn yaml(&self) -> String {
+        let redirect = if self.redirect_list {
+            "\n        - matching_mode: strict\n          url: https://affine.example/oauth/callback".to_string()
+        } else {
+            " https://affine.example/oauth/callback".to_string()
+        };
+        let invalidation = if self.invalidation {
+            "\n      invalidation_flow: !Find [authentik_flows.flow, [slug, default-provider-invalidation-flow]]"
+        } else {
+            ""
+        };
+        let grants = if self.grant_types {
+            "\n      grant_types: [authorization_code, refresh_token]"
+        } else {
+            ""
+        };
+        format!(
+            r#"version: 1
+metadata:
+  name: affine-sso
+  labels:
+    blueprints.goauthentik.io/description: AFFiNE single sign-on
+entries:
+  - model: authentik_providers_oauth2.oauth2provider
+    id: provider
+    identifiers:
+      name: AFFiNE
+    attrs:
+      authorization_flow: !Find [authentik_flows.flow, [slug, default-provider-authorization-implicit-consent]]{invalidation}
+      client_type: confidential
+      client_id: affine-client
+      client_secret: s3cret-VALUE
+      redirect_uris:{redirect}
+      signing_key: !Find [authentik_crypto.certificatekeypair, [name, authentik Self-signed Certificate]]
+      access_token_validity: hours=1;minutes=30
+      property_mappings:
+        - !Find [authentik_providers_oauth2.scopemapping, [managed, goauthentik.io/providers/oauth2/scope-openid]]
+        - !Find [authentik_providers_oauth2.scopemapping, [managed, goauthentik.io/providers/oauth2/scope-email]]
+        - !Find [authentik_providers_oauth2.scopemapping, [managed, goauthentik.io/providers/oauth2/scope-profile]]{grants}
+  - model: authentik_core.application
+    id: app
+    identifiers:
+      slug: affine
+    attrs:
+      name: AFFiNE
+      provider: !KeyOf provider
+  - model: authentik_policies.policybinding
+    identifiers:
+      target: !KeyOf app
+      group: !Find [authentik_core.group, [name, authentik Admins]]
+    attrs:
+      order: 0
+"#
+        )
+    }
+}
+
+fn api(
+    ak: &AuthentikStandin,
+) -> impl Fn(reqwest::Method, &str) -> reqwest::blocking::RequestBuilder + '_ {
+    move |method, path| {
+        client()
+            .request(method, format!("{}{path}", ak.url()))
+            .bearer_auth(ak.token())
+    }
+}
+
+fn create_instance(ak: &AuthentikStandin, content: &str) -> (u16, Value) {
+    let resp = api(ak)(reqwest::Method::POST, "/api/v3/managed/blueprints/")
+        .json(&json!({"name": "affine-sso", "content": content, "context": {}, "enabled": true}))
+        .send()
+        .unwrap();
+    (resp.status().as_u16(), resp.json().unwrap())
+}
+
+/// The validation log lines of a refused blueprint, joined.
+fn refusal(body: &Value) -> String {
+    let lines = body["content"].as_array().expect("content errors");
+    assert_eq!(lines[0], "Failed to validate blueprint");
+    lines
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn authentik_api_needs_the_token() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.8.0"));
+    let url = format!("{}/api/v3/managed/blueprints/", ak.url());
+    let resp = client().get(&url).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["detail"],
+        "Authentication credentials were not provided."
+    );
+    let resp = client().get(&url).bearer_auth("wrong").send().unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["detail"],
+        "Token invalid/expired"
+    );
+    assert_eq!(
+        client()
+            .get(&url)
+            .bearer_auth(ak.token())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[test]
+fn authentik_blueprint_instance_create_list_apply_and_discovery() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.8.0"));
+    let (status, created) = create_instance(&ak, &Bp::for_version("2026.8.0").yaml());
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "unknown");
+    assert!(ak.provider("affine").is_none(), "validation is a dry run");
+
+    let listed: Value = api(&ak)(
+        reqwest::Method::GET,
+        "/api/v3/managed/blueprints/?name=affine-sso",
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(listed["pagination"]["count"], 1);
+    let pk = listed["results"][0]["pk"].as_str().unwrap().to_string();
+    let empty: Value = api(&ak)(
+        reqwest::Method::GET,
+        "/api/v3/managed/blueprints/?name=other",
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(empty["pagination"]["count"], 0);
+
+    let applied: Value = api(&ak)(
+        reqwest::Method::POST,
+        &format!("/api/v3/managed/blueprints/{pk}/apply/"),
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(applied["status"], "successful");
+    assert_eq!(applied["metadata"]["name"], "affine-sso");
+    assert_eq!(ak.applied_count(), 1);
+
+    let provider = ak.provider("affine").unwrap();
+    assert_eq!(provider["client_id"], "affine-client");
+    assert_eq!(
+        provider["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(
+        provider["redirect_uris"][0]["url"],
+        "https://affine.example/oauth/callback"
+    );
+    assert_eq!(provider["redirect_uris"][0]["matching_mode"], "strict");
+    let mut scopes = ak.provider_scopes("affine");
+    scopes.sort();
+    assert_eq!(scopes.len(), 3);
+    assert!(scopes[0].ends_with("scope-email"));
+    let app: Value = api(&ak)(reqwest::Method::GET, "/api/v3/core/applications/affine/")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(app["provider"], provider["pk"]);
+    let by_slug: Value = api(&ak)(
+        reqwest::Method::GET,
+        "/api/v3/providers/oauth2/?application__slug=affine",
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(by_slug["results"][0]["pk"], provider["pk"]);
+    let managed = provider["property_mappings"][0].clone();
+    let mappings: Value = api(&ak)(
+        reqwest::Method::GET,
+        "/api/v3/propertymappings/provider/scope/?managed=goauthentik.io/providers/oauth2/scope-openid",
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(mappings["results"][0]["pk"], managed);
+
+    for path in [
+        "/application/o/affine/.well-known/openid-configuration",
+        "/application/o/affine//.well-known/openid-configuration",
+    ] {
+        let doc: Value = client()
+            .get(format!("{}{path}", ak.url()))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(doc["issuer"], format!("{}/application/o/affine/", ak.url()));
+        assert_eq!(
+            doc["authorization_endpoint"],
+            format!("{}/application/o/authorize/", ak.url())
+        );
+        assert_eq!(
+            doc["jwks_uri"],
+            format!("{}/application/o/affine/jwks/", ak.url())
+        );
+    }
+    let missing = client()
+        .get(format!(
+            "{}/application/o/nope/.well-known/openid-configuration",
+            ak.url()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}
+
+#[test]
+fn authentik_redirect_uris_shape_follows_the_version() {
+    for version in [
+        "2024.6.4",
+        "2024.8.5",
+        "2024.10.1",
+        "2024.10.3",
+        "2025.10.1",
+    ] {
+        let right = Bp::for_version(version);
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let (status, body) = create_instance(&ak, &right.yaml());
+        assert_eq!(status, 201, "{version}: {body}");
+        let wrong = Bp {
+            redirect_list: !right.redirect_list,
+            ..right
+        };
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let (status, body) = create_instance(&ak, &wrong.yaml());
+        assert_eq!(status, 400, "{version}");
+        let log = refusal(&body);
+        assert!(log.contains("redirect_uris"), "{version}: {log}");
+        assert!(log.contains("- Entry invalid: Serializer errors"), "{log}");
+    }
+}
+
+#[test]
+fn authentik_invalidation_flow_is_required_from_2024_10_and_unknown_before() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2024.10.5"));
+    let bp = Bp {
+        invalidation: false,
+        ..Bp::for_version("2024.10.5")
+    };
+    let (status, body) = create_instance(&ak, &bp.yaml());
+    assert_eq!(status, 400);
+    assert!(refusal(&body)
+        .contains("'invalidation_flow': [ErrorDetail(string='This field is required.'"));
+
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2024.6.4"));
+    let bp = Bp {
+        invalidation: true,
+        ..Bp::for_version("2024.6.4")
+    };
+    let (status, body) = create_instance(&ak, &bp.yaml());
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("'invalidation_flow'"));
+}
+
+#[test]
+fn authentik_grant_types_exist_from_2026_5_and_default_to_empty() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2025.10.1"));
+    let bp = Bp {
+        grant_types: true,
+        ..Bp::for_version("2025.10.1")
+    };
+    let (status, body) = create_instance(&ak, &bp.yaml());
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("'grant_types'"));
+
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.5.0"));
+    let bp = Bp {
+        grant_types: false,
+        ..Bp::for_version("2026.5.0")
+    };
+    let (status, created) = create_instance(&ak, &bp.yaml());
+    assert_eq!(status, 201);
+    let pk = created["pk"].as_str().unwrap();
+    api(&ak)(
+        reqwest::Method::POST,
+        &format!("/api/v3/managed/blueprints/{pk}/apply/"),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(ak.provider("affine").unwrap()["grant_types"], json!([]));
+}
+
+#[test]
+fn authentik_tags_are_checked_for_version_and_node_kind() {
+    let base = Bp::for_version("2025.6.0").yaml();
+    let with_file = base.replace(
+        "client_secret: s3cret-VALUE",
+        "client_secret: !File [/nonexistent, fallback]",
+    );
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2025.6.0"));
+    let (status, body) = create_instance(&ak, &with_file);
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("could not determine a constructor for the tag '!File'"));
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2025.8.0"));
+    assert_eq!(
+        create_instance(
+            &ak,
+            &Bp::for_version("2025.8.0").yaml().replace(
+                "client_secret: s3cret-VALUE",
+                "client_secret: !File [/nonexistent, fallback]"
+            )
+        )
+        .0,
+        201
+    );
+
+    let scalar_find = base.replace(
+        "signing_key: !Find [authentik_crypto.certificatekeypair, [name, authentik Self-signed Certificate]]",
+        "signing_key: !Find authentik_crypto.certificatekeypair",
+    );
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2025.6.0"));
+    let (status, body) = create_instance(&ak, &scalar_find);
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("!Find"));
+
+    let (status, body) = create_instance(&ak, &base.replace("!KeyOf provider", "!KeyOf later"));
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("KeyOf: failed to find entry with `id` of `later`"));
+}
+
+#[test]
+fn authentik_a_missing_scope_mapping_fails_validation() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.8.0"));
+    let bp = Bp::for_version("2026.8.0")
+        .yaml()
+        .replace("scope-profile", "scope-nope");
+    let (status, body) = create_instance(&ak, &bp);
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("This field may not be null."));
+}
+
+#[test]
+fn authentik_refuses_wrong_blueprint_version_and_unknown_models() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.8.0"));
+    let bp = Bp::for_version("2026.8.0").yaml();
+    let (status, body) = create_instance(&ak, &bp.replacen("version: 1", "version: 2", 1));
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("Invalid blueprint version"));
+    let (status, body) = create_instance(
+        &ak,
+        &bp.replace("authentik_core.application", "authentik_core.nothing_here_"),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = create_instance(
+        &ak,
+        &bp.replace(
+            "model: authentik_core.application",
+            "model: core.application",
+        ),
+    );
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn authentik_instance_patch_and_delete() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.8.0"));
+    let (_, created) = create_instance(&ak, &Bp::for_version("2026.8.0").yaml());
+    let pk = created["pk"].as_str().unwrap();
+    let path = format!("/api/v3/managed/blueprints/{pk}/");
+    let resp = api(&ak)(reqwest::Method::PATCH, &path)
+        .json(&json!({"content": "version: 1\nentries:\n  - model: authentik_core.application\n    identifiers: {slug: token}\n    attrs: {name: x}\n"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "a reserved slug is refused");
+    let resp = api(&ak)(reqwest::Method::PATCH, &path)
+        .json(&json!({"enabled": false}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.json::<Value>().unwrap()["enabled"], false);
+    assert_eq!(
+        api(&ak)(reqwest::Method::DELETE, &path)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        204
+    );
+    assert!(ak.instances().is_empty());
+    assert_eq!(
+        api(&ak)(reqwest::Method::GET, &path)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+}
+
+fn import(ak: &AuthentikStandin, path: &str, content: &str) -> (u16, Value) {
+    // reqwest's multipart feature is off in this project: build the form by hand.
+    let boundary = "standin-test-boundary-7MA4YWxkTrZu0gW";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"affine.yaml\"\r\nContent-Type: application/yaml\r\n\r\n{content}\r\n--{boundary}--\r\n"
+    );
+    let resp = api(ak)(reqwest::Method::POST, path)
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn authentik_import_endpoint_moves_in_2026_5_and_always_answers_200() {
+    const NEW: &str = "/api/v3/managed/blueprints/import/";
+    const OLD: &str = "/api/v3/flows/instances/import/";
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.5.0"));
+    assert_eq!(import(&ak, OLD, &Bp::for_version("2026.5.0").yaml()).0, 404);
+    let (status, body) = import(&ak, NEW, &Bp::for_version("2026.5.0").yaml());
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], true, "{body}");
+    assert!(ak.provider("affine").is_some());
+
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2025.10.1"));
+    assert_eq!(
+        import(&ak, NEW, &Bp::for_version("2025.10.1").yaml()).0,
+        404
+    );
+    let wrong = Bp {
+        grant_types: true,
+        ..Bp::for_version("2025.10.1")
+    };
+    let (status, body) = import(&ak, OLD, &wrong.yaml());
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], false);
+    assert!(body["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["event"].as_str().unwrap().contains("grant_types")));
+    assert_eq!(ak.applied_count(), 0);
+}
+
+#[test]
+fn authentik_discovery_knobs_change_the_issuer_or_take_it_down() {
+    let ak = authentik_with_provider("2024.6.4");
+    let url = format!(
+        "{}/application/o/affine/.well-known/openid-configuration",
+        ak.url()
+    );
+    ak.set_issuer_override(Some("https://elsewhere.example/".into()));
+    let doc: Value = client().get(&url).send().unwrap().json().unwrap();
+    assert_eq!(doc["issuer"], "https://elsewhere.example/");
+    ak.set_discovery_available(false);
+    assert_eq!(client().get(&url).send().unwrap().status().as_u16(), 503);
+    // Registered directly: the string form of redirect_uris on this version.
+    assert!(ak.provider("affine").unwrap()["redirect_uris"].is_string());
+}

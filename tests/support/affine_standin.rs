@@ -1,0 +1,1543 @@
+//! A stand-in for a self-hosted AFFiNE server (0.20 to 0.27+), faithful to CONTRACTS.md §1:
+//! the GraphQL admin API (`appConfig`, `updateAppConfig`, `validateAppConfig`, `serverConfig`),
+//! sign-in with its rate limit and cookies, the OAuth preflight, and when OIDC becomes
+//! registered on each version (including the real discovery fetch against the issuer).
+//!
+//! GraphQL is handled honestly: each version gets its own schema (the subset of AFFiNE's schema
+//! the project touches, written here, not copied), every document is parsed, validated and
+//! executed by `apollo-compiler`, so a field or an operation type a version lacks fails the way
+//! AFFiNE's Apollo server fails it (HTTP 400, `GRAPHQL_BAD_REQUEST`).
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use apollo_compiler::executable::OperationType;
+use apollo_compiler::resolvers::{Execution, FieldError, ObjectValue, ResolveInfo, ResolvedValue};
+use apollo_compiler::response::{JsonMap, JsonValue};
+use apollo_compiler::validation::Valid;
+use apollo_compiler::{ExecutableDocument, Schema};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::http_standin::{
+    base64url, form_encode, lock, parse_version, random_token, sleep_unless, uuid4, HttpServer,
+    Request, Response, Service,
+};
+pub use super::http_standin::{Fault, Recorded};
+
+/// How a stand-in AFFiNE is set up.
+#[derive(Clone, Debug)]
+pub struct AffineOptions {
+    /// Server version, e.g. "0.21.0", "0.25.3", "0.26.0", "0.26.1", "0.27.0" or "0.20.0".
+    pub version: String,
+    /// The administrator. An empty email means a fresh server with no admin (only `users`, if any),
+    /// where `POST /api/setup/create-admin-user` works while no user exists at all.
+    pub admin_email: String,
+    pub admin_password: String,
+    /// Extra non-admin users, `(email, password)`.
+    pub users: Vec<(String, String)>,
+    /// Add `Secure` to the session cookies, as a server behind https does.
+    pub https_secure_cookie: bool,
+    /// The private-address guard on discovery fetches; `None` = by version (on from 0.27).
+    pub ssrf_guard: Option<bool>,
+}
+
+impl AffineOptions {
+    /// Admin `admin@example.com` / `admin-pass-SECRET`, no extra users, plain cookies.
+    pub fn new(version: &str) -> Self {
+        AffineOptions {
+            version: version.to_string(),
+            admin_email: "admin@example.com".into(),
+            admin_password: "admin-pass-SECRET".into(),
+            users: Vec::new(),
+            https_secure_cookie: false,
+            ssrf_guard: None,
+        }
+    }
+}
+
+/// One discovery fetch the stand-in made (what AFFiNE would have fetched).
+#[derive(Clone, Debug)]
+pub struct DiscoveryAttempt {
+    /// The URL fetched: `${issuer}/.well-known/openid-configuration`, concatenated as AFFiNE does.
+    pub url: String,
+    /// `Ok(())` or why the discovery failed (unreachable, status, bad document, issuer
+    /// mismatch, SSRF refusal).
+    pub outcome: Result<(), String>,
+}
+
+/// A running stand-in AFFiNE on a loopback port; stops when dropped.
+pub struct AffineStandin {
+    server: HttpServer,
+    inner: Arc<Inner>,
+}
+
+impl AffineStandin {
+    pub fn start(opts: AffineOptions) -> Self {
+        Self::start_on(opts, 0)
+    }
+
+    /// Like [`AffineStandin::start`] on a chosen port (0 = any free one).
+    pub fn start_on(opts: AffineOptions, port: u16) -> Self {
+        let (server, inner) = HttpServer::start(port, |url| {
+            Arc::new_cyclic(|me| Inner::new(opts, url, me.clone()))
+        });
+        AffineStandin { server, inner }
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    /// The database override of `oauth` / `providers.oidc`, `None` if never written.
+    pub fn stored_oidc(&self) -> Option<Value> {
+        lock(&self.inner.state)
+            .overrides
+            .get(&(OAUTH.to_string(), OIDC_KEY.to_string()))
+            .cloned()
+    }
+
+    /// Seeds the database override of `oauth` / `providers.oidc` (as if saved earlier, then
+    /// the server restarted: registration follows the version's rules, as after a write).
+    pub fn set_stored_oidc(&self, v: Value) {
+        lock(&self.inner.state)
+            .overrides
+            .insert((OAUTH.to_string(), OIDC_KEY.to_string()), v);
+        self.inner.reconfigure_oidc();
+    }
+
+    /// Successful `updateAppConfig` calls.
+    pub fn write_count(&self) -> usize {
+        lock(&self.inner.state).write_count
+    }
+
+    /// Successful password sign-ins.
+    pub fn sign_in_count(&self) -> usize {
+        lock(&self.inner.state).sign_in_count
+    }
+
+    /// Magic-link e-mails "sent" by sign-ins without a password (must stay 0 for our tool).
+    pub fn magic_links_sent(&self) -> usize {
+        lock(&self.inner.state).magic_links_sent
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        self.server.set_fault(f);
+    }
+
+    /// A valid session id of the admin, as a user would copy from the `affine_session` cookie.
+    pub fn session_token_for_admin(&self) -> String {
+        let mut st = lock(&self.inner.state);
+        let admin = st
+            .users
+            .iter()
+            .find(|u| u.admin)
+            .map(|u| u.id.clone())
+            .expect("the stand-in has an admin");
+        let sid = uuid4();
+        st.sessions.insert(sid.clone(), admin);
+        sid
+    }
+
+    /// A personal access token of the admin (0.25+): accepted on `/graphql` but not by the
+    /// admin guard (CONTRACTS.md §1, read from code).
+    pub fn access_token_for_admin(&self) -> String {
+        let mut st = lock(&self.inner.state);
+        let admin = st
+            .users
+            .iter()
+            .find(|u| u.admin)
+            .map(|u| u.id.clone())
+            .expect("the stand-in has an admin");
+        let token = format!("ut_{}", random_token(40));
+        st.access_tokens.insert(token.clone(), admin);
+        token
+    }
+
+    /// Whether `serverConfig.oauthProviders` lists OIDC right now.
+    pub fn oidc_registered(&self) -> bool {
+        lock(&self.inner.state).oidc.is_some()
+    }
+
+    /// Every discovery fetch made so far, oldest first.
+    pub fn discovery_attempts(&self) -> Vec<DiscoveryAttempt> {
+        lock(&self.inner.state).discovery_attempts.clone()
+    }
+
+    /// Blocks until the stand-in is dropped (for the `standins` example).
+    pub fn serve_forever(&self) {
+        self.server.wait();
+    }
+}
+
+impl Drop for AffineStandin {
+    fn drop(&mut self) {
+        // Ends 0.27's background discovery retries.
+        self.inner.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+const OAUTH: &str = "oauth";
+const OIDC_KEY: &str = "providers.oidc";
+/// "strict" throttler of `/api/auth/*`: 20 requests per minute per client.
+const AUTH_LIMIT: u32 = 20;
+const AUTH_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+struct User {
+    id: String,
+    email: String,
+    name: String,
+    password: String,
+    admin: bool,
+}
+
+/// What the registered OIDC provider knows: the authorize endpoint once discovery succeeded
+/// (`None` on 0.21, which registers without discovery).
+#[derive(Clone, Debug)]
+struct OidcRegistration {
+    authorization_endpoint: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    users: Vec<User>,
+    /// session id → user id
+    sessions: HashMap<String, String>,
+    /// personal access token → user id
+    access_tokens: HashMap<String, String>,
+    /// The `app_configs` table: (module, flat key) → value.
+    overrides: HashMap<(String, String), Value>,
+    write_count: usize,
+    sign_in_count: usize,
+    magic_links_sent: usize,
+    /// Bumped on every OIDC config change; a discovery result for an older generation is dropped.
+    oidc_generation: u64,
+    oidc: Option<OidcRegistration>,
+    discovery_attempts: Vec<DiscoveryAttempt>,
+    /// client address → (window start, hits)
+    throttle: HashMap<IpAddr, (Instant, u32)>,
+}
+
+struct Inner {
+    opts: AffineOptions,
+    version: (u32, u32, u32),
+    url: String,
+    schema: Valid<Schema>,
+    state: Mutex<State>,
+    stop: AtomicBool,
+    http: reqwest::blocking::Client,
+    /// Itself, for the background discovery thread of 0.27+.
+    me: Weak<Inner>,
+}
+
+/// The version-dependent behaviours, in one place.
+impl Inner {
+    fn at_least(&self, minor: u32, patch: u32) -> bool {
+        self.version >= (0, minor, patch)
+    }
+    fn has_app_config(&self) -> bool {
+        self.at_least(21, 0)
+    }
+    fn validates_oidc(&self) -> bool {
+        self.at_least(22, 0)
+    }
+    fn knows_claim_email_verified(&self) -> bool {
+        self.at_least(26, 0)
+    }
+    fn checks_issuer_equality(&self) -> bool {
+        self.at_least(26, 0)
+    }
+    fn uses_pkce(&self) -> bool {
+        self.at_least(26, 0)
+    }
+    fn retries_discovery(&self) -> bool {
+        self.at_least(27, 0)
+    }
+    fn ssrf_guard(&self) -> bool {
+        self.opts.ssrf_guard.unwrap_or(self.at_least(27, 0))
+    }
+    fn sets_csrf_cookie(&self) -> bool {
+        self.at_least(25, 0)
+    }
+    fn has_access_tokens(&self) -> bool {
+        self.at_least(25, 0)
+    }
+    fn version_string(&self) -> String {
+        let (a, b, c) = self.version;
+        format!("{a}.{b}.{c}")
+    }
+}
+
+impl Inner {
+    fn new(opts: AffineOptions, url: &str, me: Weak<Inner>) -> Self {
+        let version = parse_version(&opts.version);
+        let schema = Schema::parse_and_validate(schema_sdl(version), "affine-standin.graphql")
+            .expect("the stand-in's schema is valid");
+        let mut users = Vec::new();
+        if !opts.admin_email.is_empty() {
+            users.push(User {
+                id: uuid4(),
+                email: opts.admin_email.clone(),
+                name: name_of(&opts.admin_email),
+                password: opts.admin_password.clone(),
+                admin: true,
+            });
+        }
+        for (email, password) in &opts.users {
+            users.push(User {
+                id: uuid4(),
+                email: email.clone(),
+                name: name_of(email),
+                password: password.clone(),
+                admin: false,
+            });
+        }
+        Inner {
+            opts,
+            version,
+            url: url.to_string(),
+            schema,
+            state: Mutex::new(State {
+                users,
+                ..State::default()
+            }),
+            stop: AtomicBool::new(false),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+            me,
+        }
+    }
+}
+
+fn name_of(email: &str) -> String {
+    email.split('@').next().unwrap_or(email).to_string()
+}
+
+/// The subset of AFFiNE's GraphQL schema the stand-in serves, per version
+/// (CONTRACTS.md §1 "Admin settings over the network" and "Public checks").
+fn schema_sdl(v: (u32, u32, u32)) -> String {
+    let mut query = String::from("  serverConfig: ServerConfigType!\n  currentUser: UserType\n");
+    let mut mutation = String::from("  sendVerifyEmail(callbackUrl: String!): Boolean!\n");
+    if v >= (0, 21, 0) {
+        query.push_str("  appConfig: JSONObject!\n");
+        mutation.push_str("  updateAppConfig(updates: [UpdateAppConfigInput!]!): JSONObject!\n");
+    }
+    // validateAppConfig: Mutation in 0.22-0.25, Query and deprecated Mutation in 0.26.0,
+    // Query only from 0.26.1, absent in 0.21.
+    let validate =
+        "validateAppConfig(updates: [UpdateAppConfigInput!]!): [AppConfigValidateResult!]!";
+    if v >= (0, 26, 0) {
+        query.push_str(&format!("  {validate}\n"));
+    }
+    if ((0, 22, 0)..(0, 26, 0)).contains(&v) {
+        mutation.push_str(&format!("  {validate}\n"));
+    }
+    if v == (0, 26, 0) {
+        mutation.push_str(&format!(
+            "  {validate} @deprecated(reason: \"use query validateAppConfig\")\n"
+        ));
+    }
+    format!(
+        r#"
+scalar JSON
+scalar JSONObject
+enum OAuthProviderType {{ Apple GitHub Google OIDC }}
+enum ServerFeature {{ Captcha Comment Copilot CopilotEmbedding Indexer LocalWorkspace OAuth Payment }}
+enum ServerDeploymentType {{ Affine Selfhosted }}
+enum FeatureType {{ Admin FreePlan LifetimeProPlan ProPlan QuotaExceededReadonlyWorkspace TeamPlan UnlimitedCopilot UnlimitedWorkspace }}
+type ServerConfigType {{
+  baseUrl: String!
+  features: [ServerFeature!]!
+  initialized: Boolean!
+  name: String!
+  oauthProviders: [OAuthProviderType!]!
+  type: ServerDeploymentType!
+  version: String!
+}}
+type UserType {{
+  id: ID!
+  email: String!
+  name: String!
+  avatarUrl: String
+  disabled: Boolean!
+  emailVerified: Boolean!
+  hasPassword: Boolean
+  features: [FeatureType!]!
+}}
+input UpdateAppConfigInput {{
+  key: String!
+  module: String!
+  value: JSON!
+}}
+type AppConfigValidateResult {{
+  error: String
+  key: String!
+  module: String!
+  valid: Boolean!
+  value: JSON!
+}}
+type Query {{
+{query}}}
+type Mutation {{
+{mutation}}}
+"#
+    )
+}
+
+/// Shipped defaults as (module, flat key, value); `appConfig` nests the dotted keys.
+fn defaults() -> Vec<(&'static str, &'static str, Value)> {
+    let provider = json!({"clientId": "", "clientSecret": "", "args": {}});
+    vec![
+        ("server", "name", json!("AFFiNE Selfhosted Cloud")),
+        ("server", "externalUrl", json!("")),
+        ("server", "https", json!(false)),
+        ("server", "host", json!("localhost")),
+        ("server", "port", json!(3010)),
+        ("server", "path", json!("")),
+        ("auth", "allowSignup", json!(true)),
+        ("auth", "requireEmailDomainVerification", json!(false)),
+        ("auth", "requireEmailVerification", json!(true)),
+        ("auth", "passwordRequirements", json!({"min": 8, "max": 32})),
+        ("auth", "session.ttl", json!(1_296_000)),
+        ("auth", "session.ttr", json!(604_800)),
+        ("oauth", "providers.google", provider.clone()),
+        ("oauth", "providers.github", provider.clone()),
+        ("oauth", "providers.apple", provider),
+        (
+            "oauth",
+            "providers.oidc",
+            json!({"clientId": "", "clientSecret": "", "issuer": "", "args": {}}),
+        ),
+        ("mailer", "SMTP.host", json!("")),
+        ("mailer", "SMTP.port", json!(465)),
+        ("mailer", "SMTP.username", json!("")),
+        ("mailer", "SMTP.password", json!("")),
+    ]
+}
+
+/// Puts `value` at the dotted `key` inside `module` of a nested object.
+fn set_nested(root: &mut Map<String, Value>, module: &str, key: &str, value: Value) {
+    let mut cur = root
+        .entry(module.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let obj = cur.as_object_mut().expect("object");
+        if i + 1 == parts.len() {
+            obj.insert(part.to_string(), value);
+            return;
+        }
+        cur = obj
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors, as AFFiNE's UserFriendlyError renders them (CONTRACTS.md §1 "Errors").
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct AffineError {
+    status: u16,
+    code: &'static str,
+    kind: &'static str,
+    name: &'static str,
+    message: String,
+    data: Option<Box<Value>>,
+}
+
+impl AffineError {
+    fn new(status: u16, kind: &'static str, name: &'static str, message: String) -> Self {
+        AffineError {
+            status,
+            code: super::http_standin::reason_phrase(status),
+            kind,
+            name,
+            message,
+            data: None,
+        }
+    }
+    fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(Box::new(data));
+        self
+    }
+    fn authentication_required() -> Self {
+        Self::new(
+            401,
+            "AUTHENTICATION_REQUIRED",
+            "AUTHENTICATION_REQUIRED",
+            "You must sign in first to access this resource.".into(),
+        )
+    }
+    fn action_forbidden() -> Self {
+        Self::new(
+            403,
+            "ACTION_FORBIDDEN",
+            "ACTION_FORBIDDEN",
+            "You do not have permission to access this resource.".into(),
+        )
+    }
+    fn invalid_app_config(module: &str, key: &str, hint: String) -> Self {
+        Self::new(
+            400,
+            "INVALID_INPUT",
+            "INVALID_APP_CONFIG",
+            format!("Invalid app config for module `{module}` with key `{key}`. {hint}."),
+        )
+        .with_data(json!({"module": module, "key": key, "hint": hint}))
+    }
+    fn graphql_bad_request(code: &str, message: &str) -> Self {
+        Self::new(
+            400,
+            "BAD_REQUEST",
+            "GRAPHQL_BAD_REQUEST",
+            format!("GraphQL bad request, code: {code}, {message}"),
+        )
+        .with_data(json!({"code": code, "message": message}))
+    }
+    /// The `{status, code, type, name, message, data?}` object used as REST body and as
+    /// GraphQL `extensions`.
+    fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("status".into(), json!(self.status));
+        m.insert("code".into(), json!(self.code));
+        m.insert("type".into(), json!(self.kind));
+        m.insert("name".into(), json!(self.name));
+        m.insert("message".into(), json!(self.message));
+        if let Some(d) = &self.data {
+            m.insert("data".into(), (**d).clone());
+        }
+        Value::Object(m)
+    }
+    fn rest(&self) -> Response {
+        Response::json(self.status, &self.to_json())
+    }
+}
+
+/// HTTP 400 with one GraphQL error whose extensions say GRAPHQL_BAD_REQUEST (parse, validation,
+/// variable and request-shape errors; Apollo's `code` is kept in `data.code`).
+fn graphql_400(apollo_code: &str, message: &str, locations: Option<Value>) -> Response {
+    let mut err = Map::new();
+    err.insert("message".into(), json!(message));
+    if let Some(l) = locations {
+        err.insert("locations".into(), l);
+    }
+    err.insert(
+        "extensions".into(),
+        AffineError::graphql_bad_request(apollo_code, message).to_json(),
+    );
+    Response::json(400, &json!({"errors": [Value::Object(err)]}))
+}
+
+/// apollo-compiler words some validation errors differently from graphql-js (which AFFiNE
+/// runs); rewrite the one clients meet most so messages read like AFFiNE's.
+fn graphql_js_message(msg: &str) -> String {
+    // "type `Query` does not have a field `appConfig`" -> Cannot query field "appConfig" on type "Query".
+    if let Some(rest) = msg.strip_prefix("type `") {
+        if let Some((ty, rest)) = rest.split_once("` does not have a field `") {
+            let field = rest.trim_end_matches('`');
+            return format!("Cannot query field \"{field}\" on type \"{ty}\".");
+        }
+    }
+    msg.to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP routing.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Auth {
+    Anonymous,
+    Session(User),
+    AccessToken(User),
+}
+
+impl Service for Inner {
+    fn handle(&self, req: &Request) -> Response {
+        let path = req.path_only();
+        if path.starts_with("/api/auth/") {
+            if let Some(resp) = self.throttle(req) {
+                return resp;
+            }
+        }
+        match (req.method.as_str(), path) {
+            (_, "/graphql") => self.graphql(req),
+            ("POST", "/api/auth/sign-in") => self.sign_in(req),
+            ("POST", "/api/oauth/preflight") => self.preflight(req),
+            ("POST", "/api/setup/create-admin-user") => self.create_admin(req),
+            (m, p) => AffineError::new(
+                404,
+                "RESOURCE_NOT_FOUND",
+                "NOT_FOUND",
+                format!("Cannot {m} {p}"),
+            )
+            .rest(),
+        }
+    }
+
+    /// `Fault::RateLimit` hits the same routes as the real throttler: `/api/auth/*`.
+    fn throttled(&self, req: &Request, retry_after_secs: u64) -> Option<Response> {
+        req.path_only()
+            .starts_with("/api/auth/")
+            .then(|| too_many_requests(retry_after_secs))
+    }
+}
+
+fn too_many_requests(retry_after_secs: u64) -> Response {
+    AffineError::new(
+        429,
+        "TOO_MANY_REQUESTS",
+        "TOO_MANY_REQUEST",
+        "Too many requests.".into(),
+    )
+    .rest()
+    .with_header("Retry-After", &retry_after_secs.to_string())
+}
+
+impl Inner {
+    /// 20 requests per minute per client on `/api/auth/*`, then 429 with `Retry-After`.
+    fn throttle(&self, req: &Request) -> Option<Response> {
+        let mut st = lock(&self.state);
+        let now = Instant::now();
+        let entry = st.throttle.entry(req.remote.ip()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= AUTH_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > AUTH_LIMIT {
+            let left = AUTH_WINDOW.saturating_sub(now.duration_since(entry.0));
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            return Some(too_many_requests(secs.max(1)));
+        }
+        None
+    }
+
+    fn authenticate(&self, req: &Request) -> Auth {
+        let st = lock(&self.state);
+        let user = |id: &String| st.users.iter().find(|u| &u.id == id).cloned();
+        if let Some(sid) = req.cookie("affine_session") {
+            if let Some(u) = st.sessions.get(&sid).and_then(user) {
+                return Auth::Session(u);
+            }
+        }
+        if let Some(token) = req
+            .header("authorization")
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+        {
+            if let Some(u) = st.sessions.get(token).and_then(user) {
+                return Auth::Session(u);
+            }
+            if self.has_access_tokens() {
+                if let Some(u) = st.access_tokens.get(token).and_then(user) {
+                    return Auth::AccessToken(u);
+                }
+            }
+        }
+        Auth::Anonymous
+    }
+
+    /// `@Admin()`: anonymous → AUTHENTICATION_REQUIRED; signed in without the `administrator`
+    /// feature, or through a personal access token → ACTION_FORBIDDEN.
+    fn admin_guard(&self, auth: &Auth) -> Result<(), AffineError> {
+        match auth {
+            Auth::Anonymous => Err(AffineError::authentication_required()),
+            Auth::Session(u) if u.admin => Ok(()),
+            _ => Err(AffineError::action_forbidden()),
+        }
+    }
+
+    fn user_json(u: &User) -> Value {
+        json!({
+            "id": u.id,
+            "email": u.email,
+            "name": u.name,
+            "avatarUrl": null,
+            "disabled": false,
+            "hasPassword": true,
+            "emailVerified": true,
+        })
+    }
+
+    /// Sets the session cookies as AFFiNE does (CONTRACTS.md §1 "Authentication").
+    fn session_response(&self, user: &User) -> Response {
+        let sid = uuid4();
+        lock(&self.state)
+            .sessions
+            .insert(sid.clone(), user.id.clone());
+        let secure = if self.opts.https_secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        };
+        let mut resp = Response::json(200, &Self::user_json(user))
+            .with_header(
+                "Set-Cookie",
+                &format!("affine_session={sid}; Path=/; HttpOnly; SameSite=Lax{secure}"),
+            )
+            .with_header(
+                "Set-Cookie",
+                &format!(
+                    "affine_user_id={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+                    user.id
+                ),
+            );
+        if self.sets_csrf_cookie() {
+            resp = resp.with_header(
+                "Set-Cookie",
+                &format!(
+                    "affine_csrf_token={}; Path=/; SameSite=Lax{secure}",
+                    random_token(32)
+                ),
+            );
+        }
+        resp
+    }
+
+    fn sign_in(&self, req: &Request) -> Response {
+        let body = req.json().unwrap_or(Value::Null);
+        let email = body.get("email").and_then(Value::as_str).unwrap_or("");
+        if !email.contains('@') {
+            return AffineError::new(
+                400,
+                "INVALID_INPUT",
+                "INVALID_EMAIL",
+                format!("An invalid email provided: {email}"),
+            )
+            .with_data(json!({"email": email}))
+            .rest();
+        }
+        let password = body.get("password").and_then(Value::as_str).unwrap_or("");
+        if password.is_empty() {
+            // DANGER in the contract: no password means "send me a magic link".
+            lock(&self.state).magic_links_sent += 1;
+            return Response::json(200, &json!({"email": email}));
+        }
+        let user = lock(&self.state)
+            .users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+            .cloned();
+        match user {
+            Some(u) if u.password == password => {
+                lock(&self.state).sign_in_count += 1;
+                self.session_response(&u)
+            }
+            _ => AffineError::new(
+                400,
+                "BAD_REQUEST",
+                "WRONG_SIGN_IN_CREDENTIALS",
+                format!("Wrong user email or password: {email}"),
+            )
+            .with_data(json!({"email": email}))
+            .rest(),
+        }
+    }
+
+    /// `POST /api/setup/create-admin-user`, only while no user exists.
+    fn create_admin(&self, req: &Request) -> Response {
+        let body = req.json().unwrap_or(Value::Null);
+        let email = body.get("email").and_then(Value::as_str).unwrap_or("");
+        let password = body.get("password").and_then(Value::as_str).unwrap_or("");
+        let user = {
+            let mut st = lock(&self.state);
+            if !st.users.is_empty() {
+                return AffineError::action_forbidden().rest();
+            }
+            if !email.contains('@') {
+                return AffineError::new(
+                    400,
+                    "INVALID_INPUT",
+                    "INVALID_EMAIL",
+                    format!("An invalid email provided: {email}"),
+                )
+                .rest();
+            }
+            if password.len() < 8 || password.len() > 32 {
+                return AffineError::new(
+                    400,
+                    "INVALID_INPUT",
+                    "INVALID_PASSWORD_LENGTH",
+                    "Password must be between 8 and 32 characters".into(),
+                )
+                .with_data(json!({"min": 8, "max": 32}))
+                .rest();
+            }
+            let user = User {
+                id: uuid4(),
+                email: email.to_string(),
+                name: body
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| name_of(email)),
+                password: password.to_string(),
+                admin: true,
+            };
+            st.users.push(user.clone());
+            user
+        };
+        self.session_response(&user)
+    }
+
+    /// `POST /api/oauth/preflight {provider, client_nonce}` → `{url}` of the IdP's authorize
+    /// endpoint (CONTRACTS.md §1 "Public checks").
+    fn preflight(&self, req: &Request) -> Response {
+        let body = req.json().unwrap_or(Value::Null);
+        let Some(provider) = body.get("provider").and_then(Value::as_str) else {
+            return AffineError::new(
+                400,
+                "BAD_REQUEST",
+                "MISSING_OAUTH_QUERY_PARAMETER",
+                "Missing query parameter `provider`.".into(),
+            )
+            .with_data(json!({"name": "provider"}))
+            .rest();
+        };
+        let unknown = || {
+            AffineError::new(
+                400,
+                "INVALID_INPUT",
+                "UNKNOWN_OAUTH_PROVIDER",
+                format!("Unknown authentication provider {provider}."),
+            )
+            .with_data(json!({"name": provider}))
+            .rest()
+        };
+        if provider != "OIDC" {
+            return unknown();
+        }
+        let Some(reg) = lock(&self.state).oidc.clone() else {
+            return unknown();
+        };
+        let config = self.effective_oidc();
+        let endpoint = match reg.authorization_endpoint {
+            Some(e) => e,
+            // 0.21 registered without discovery; the authorize URL needs it now.
+            None => match self.discover(config["issuer"].as_str().unwrap_or("")) {
+                Ok(doc) => doc["authorization_endpoint"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                Err(_) => {
+                    return AffineError::new(
+                        500,
+                        "INTERNAL_SERVER_ERROR",
+                        "INTERNAL_SERVER_ERROR",
+                        "An internal error occurred.".into(),
+                    )
+                    .rest()
+                }
+            },
+        };
+        let args = config["args"].as_object().cloned().unwrap_or_default();
+        // Scope defaults to `openid profile email`; `openid` is added when missing.
+        let mut scope = args
+            .get("scope")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or("openid profile email")
+            .to_string();
+        if !scope.split_whitespace().any(|s| s == "openid") {
+            scope = format!("openid {scope}");
+        }
+        let state = json!({"state": uuid4(), "provider": provider}).to_string();
+        let mut params: Vec<(String, String)> = vec![
+            (
+                "client_id".into(),
+                config["clientId"].as_str().unwrap_or("").into(),
+            ),
+            (
+                "redirect_uri".into(),
+                format!("{}/oauth/callback", self.url),
+            ),
+            ("response_type".into(), "code".into()),
+            ("scope".into(), scope),
+        ];
+        // Other non-`claim_*` args become query parameters of the authorize URL.
+        for (k, v) in &args {
+            if k == "scope" || k.starts_with("claim_") {
+                continue;
+            }
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            params.push((k.clone(), v));
+        }
+        params.push(("state".into(), state));
+        if self.uses_pkce() {
+            let verifier = random_token(64);
+            let challenge = base64url(&Sha256::digest(verifier.as_bytes()));
+            params.push(("code_challenge".into(), challenge));
+            params.push(("code_challenge_method".into(), "S256".into()));
+        }
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let sep = if endpoint.contains('?') { '&' } else { '?' };
+        Response::json(
+            200,
+            &json!({"url": format!("{endpoint}{sep}{}", query.join("&"))}),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// App config and OIDC registration.
+// ---------------------------------------------------------------------------------------------
+
+impl Inner {
+    /// defaults < stored overrides, nested.
+    fn effective_config(&self) -> Value {
+        let st = lock(&self.state);
+        let mut root = Map::new();
+        for (module, key, value) in defaults() {
+            let v = st
+                .overrides
+                .get(&(module.to_string(), key.to_string()))
+                .cloned()
+                .unwrap_or(value);
+            set_nested(&mut root, module, key, v);
+        }
+        Value::Object(root)
+    }
+
+    fn effective_oidc(&self) -> Value {
+        self.effective_config()["oauth"]["providers"]["oidc"].clone()
+    }
+
+    /// Server-side validation of one update; `Err(hint)` when invalid.
+    fn validate_update(&self, module: &str, key: &str, value: &Value) -> Result<(), String> {
+        if !defaults().iter().any(|(m, k, _)| *m == module && *k == key) {
+            return Err(format!("Value: {value}. Error: unknown config key"));
+        }
+        if module == OAUTH && key == OIDC_KEY && self.validates_oidc() {
+            let issues = self.oidc_issues(value);
+            if !issues.is_empty() {
+                return Err(format!("Value: {value}. Error: {}", issues.join("; ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of 0.22+ on `providers.oidc` (0.21 accepts any object).
+    fn oidc_issues(&self, value: &Value) -> Vec<String> {
+        let Some(obj) = value.as_object() else {
+            return vec![format!("Expected object, received {}", type_name(value))];
+        };
+        let mut issues = Vec::new();
+        match obj.get("issuer") {
+            None => issues.push("issuer: Required".to_string()),
+            Some(Value::String(s)) => {
+                if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) {
+                    issues.push("issuer: Invalid".to_string());
+                }
+            }
+            Some(other) => issues.push(format!(
+                "issuer: Expected string, received {}",
+                type_name(other)
+            )),
+        }
+        match obj.get("args") {
+            None => issues.push("args: Required".to_string()),
+            Some(Value::Object(args)) => {
+                let mut known = vec!["scope", "claim_id", "claim_email", "claim_name"];
+                if self.knows_claim_email_verified() {
+                    known.push("claim_email_verified");
+                }
+                for k in known {
+                    if let Some(v) = args.get(k) {
+                        if !v.is_string() {
+                            issues.push(format!(
+                                "args.{k}: Expected string, received {}",
+                                type_name(v)
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(other) => issues.push(format!(
+                "args: Expected object, received {}",
+                type_name(other)
+            )),
+        }
+        issues
+    }
+
+    /// Re-registers OIDC after its config changed, by the version's rules
+    /// (CONTRACTS.md §1 "Public checks").
+    fn reconfigure_oidc(&self) {
+        let config = self.effective_oidc();
+        let s = |k: &str| config[k].as_str().unwrap_or("").to_string();
+        let (client_id, client_secret, issuer) = (s("clientId"), s("clientSecret"), s("issuer"));
+        let generation = {
+            let mut st = lock(&self.state);
+            st.oidc_generation += 1;
+            st.oidc = None;
+            st.oidc_generation
+        };
+        if !self.has_app_config() || client_id.is_empty() || client_secret.is_empty() {
+            return; // an empty config unregisters
+        }
+        if !self.validates_oidc() {
+            // 0.21: registered as soon as clientId and clientSecret are set, no discovery.
+            lock(&self.state).oidc = Some(OidcRegistration {
+                authorization_endpoint: None,
+            });
+            return;
+        }
+        if issuer.is_empty() {
+            return;
+        }
+        if self.retries_discovery() {
+            // 0.27+: asynchronous, retried with backoff 1 s, 2 s, 4 s … up to 60 s.
+            if let Some(me) = self.me.upgrade() {
+                spawn_discovery(me, issuer, generation);
+            }
+            return;
+        }
+        // 0.22-0.26: one synchronous attempt; a failure stays until the next change.
+        let result = self.discover(&issuer);
+        let mut st = lock(&self.state);
+        if st.oidc_generation == generation {
+            st.oidc = result.ok().map(|doc| OidcRegistration {
+                authorization_endpoint: doc["authorization_endpoint"].as_str().map(str::to_string),
+            });
+        }
+    }
+
+    /// One discovery fetch: `${issuer}/.well-known/openid-configuration` (plain concatenation,
+    /// so a trailing slash gives `//`), the SSRF guard, the required fields, and (0.26+) the
+    /// issuer equality ignoring trailing slashes.
+    fn discover(&self, issuer: &str) -> Result<Value, String> {
+        let url = format!("{issuer}/.well-known/openid-configuration");
+        let outcome = self.fetch_discovery(issuer, &url);
+        lock(&self.state).discovery_attempts.push(DiscoveryAttempt {
+            url,
+            outcome: outcome.as_ref().map(|_| ()).map_err(Clone::clone),
+        });
+        outcome
+    }
+
+    fn fetch_discovery(&self, issuer: &str, url: &str) -> Result<Value, String> {
+        if self.ssrf_guard() {
+            ssrf_check(url)?;
+        }
+        let resp = self
+            .http
+            .get(url)
+            .header("Accept", "application/json")
+            .send()
+            .map_err(|e| format!("Failed to fetch OIDC configuration: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "Failed to fetch OIDC configuration: {}",
+                resp.status()
+            ));
+        }
+        let doc: Value = resp
+            .json()
+            .map_err(|e| format!("Invalid OIDC configuration: {e}"))?;
+        for field in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "userinfo_endpoint",
+            "issuer",
+            "jwks_uri",
+        ] {
+            if !doc.get(field).is_some_and(Value::is_string) {
+                return Err(format!("Invalid OIDC configuration: missing {field}"));
+            }
+        }
+        if self.checks_issuer_equality() {
+            let got = doc["issuer"].as_str().unwrap_or("");
+            if got.trim_end_matches('/') != issuer.trim_end_matches('/') {
+                return Err(format!(
+                    "OIDC issuer mismatch: configured {issuer}, discovered {got}"
+                ));
+            }
+        }
+        Ok(doc)
+    }
+}
+
+/// 0.27+ background registration: retry with backoff until success, a newer config, or drop.
+fn spawn_discovery(inner: Arc<Inner>, issuer: String, generation: u64) {
+    std::thread::spawn(move || {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            if inner.stop.load(Ordering::SeqCst) || lock(&inner.state).oidc_generation != generation
+            {
+                return;
+            }
+            if let Ok(doc) = inner.discover(&issuer) {
+                let mut st = lock(&inner.state);
+                if st.oidc_generation == generation {
+                    st.oidc = Some(OidcRegistration {
+                        authorization_endpoint: doc["authorization_endpoint"]
+                            .as_str()
+                            .map(str::to_string),
+                    });
+                }
+                return;
+            }
+            if sleep_unless(&inner.stop, delay) {
+                return;
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    });
+}
+
+/// The 0.27 SSRF guard: refuse hosts that resolve to loopback, private, link-local,
+/// unspecified or carrier-grade NAT addresses. No connection is made to a refused host.
+fn ssrf_check(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("Invalid URL: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| "Invalid URL: no host".to_string())?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("Failed to resolve {host}: {e}"))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    for ip in addrs {
+        if is_private(ip) {
+            return Err(format!(
+                "SSRF blocked: {host} resolves to a disallowed address {ip}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let seg0 = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg0 & 0xfe00) == 0xfc00
+                || (seg0 & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GraphQL.
+// ---------------------------------------------------------------------------------------------
+
+/// Per-request execution context; resolver errors carry AFFiNE's extensions on the side
+/// because apollo-compiler's `FieldError` only has a message.
+struct Ctx<'a> {
+    inner: &'a Inner,
+    auth: Auth,
+    errors: RefCell<Vec<AffineError>>,
+}
+
+impl Ctx<'_> {
+    fn fail(&self, e: AffineError) -> FieldError {
+        let message = e.message.clone();
+        self.errors.borrow_mut().push(e);
+        FieldError { message }
+    }
+}
+
+struct Root<'a> {
+    ctx: &'a Ctx<'a>,
+    operation: OperationType,
+}
+
+/// An object type resolved from a JSON map (list-typed fields given as arrays).
+struct JsonObject {
+    type_name: &'static str,
+    fields: Map<String, Value>,
+}
+
+fn leaf<'a>(v: Value) -> ResolvedValue<'a> {
+    match v {
+        Value::Array(items) => ResolvedValue::list(items.into_iter().map(leaf)),
+        other => ResolvedValue::leaf(JsonValue::from(other)),
+    }
+}
+
+/// A JSON/JSONObject scalar: passed through whole.
+fn scalar<'a>(v: Value) -> ResolvedValue<'a> {
+    ResolvedValue::leaf(JsonValue::from(v))
+}
+
+impl ObjectValue for JsonObject {
+    fn type_name(&self) -> &str {
+        self.type_name
+    }
+
+    fn resolve_field<'a>(
+        &'a self,
+        info: &'a ResolveInfo<'a>,
+    ) -> Result<ResolvedValue<'a>, FieldError> {
+        match self.fields.get(info.field_name()) {
+            // `value` of AppConfigValidateResult is the JSON scalar, not a list.
+            Some(v) if info.field_name() == "value" => Ok(scalar(v.clone())),
+            Some(v) => Ok(leaf(v.clone())),
+            None => Err(self.unknown_field_error(info)),
+        }
+    }
+}
+
+impl ObjectValue for Root<'_> {
+    fn type_name(&self) -> &str {
+        match self.operation {
+            OperationType::Mutation => "Mutation",
+            _ => "Query",
+        }
+    }
+
+    fn resolve_field<'a>(
+        &'a self,
+        info: &'a ResolveInfo<'a>,
+    ) -> Result<ResolvedValue<'a>, FieldError> {
+        let ctx = self.ctx;
+        let inner = ctx.inner;
+        let args = serde_json::to_value(info.arguments()).unwrap_or(Value::Null);
+        match info.field_name() {
+            "serverConfig" => Ok(ResolvedValue::object(JsonObject {
+                type_name: "ServerConfigType",
+                fields: inner.server_config(),
+            })),
+            "currentUser" => Ok(match &ctx.auth {
+                Auth::Anonymous => ResolvedValue::null(),
+                Auth::Session(u) | Auth::AccessToken(u) => {
+                    let mut fields = Inner::user_json(u).as_object().cloned().unwrap_or_default();
+                    let features = if u.admin {
+                        json!(["Admin", "FreePlan"])
+                    } else {
+                        json!(["FreePlan"])
+                    };
+                    fields.insert("features".into(), features);
+                    ResolvedValue::object(JsonObject {
+                        type_name: "UserType",
+                        fields,
+                    })
+                }
+            }),
+            "appConfig" => {
+                inner.admin_guard(&ctx.auth).map_err(|e| ctx.fail(e))?;
+                Ok(scalar(inner.effective_config()))
+            }
+            "validateAppConfig" => {
+                inner.admin_guard(&ctx.auth).map_err(|e| ctx.fail(e))?;
+                let results: Vec<ResolvedValue<'a>> = updates_of(&args)
+                    .into_iter()
+                    .map(|(module, key, value)| {
+                        let check = inner.validate_update(&module, &key, &value);
+                        let error = match &check {
+                            Ok(()) => Value::Null,
+                            Err(hint) => {
+                                json!(
+                                    AffineError::invalid_app_config(&module, &key, hint.clone())
+                                        .message
+                                )
+                            }
+                        };
+                        let mut fields = Map::new();
+                        fields.insert("module".into(), json!(module));
+                        fields.insert("key".into(), json!(key));
+                        fields.insert("value".into(), value);
+                        fields.insert("valid".into(), json!(check.is_ok()));
+                        fields.insert("error".into(), error);
+                        ResolvedValue::object(JsonObject {
+                            type_name: "AppConfigValidateResult",
+                            fields,
+                        })
+                    })
+                    .collect();
+                Ok(ResolvedValue::list(results))
+            }
+            "updateAppConfig" => {
+                inner.admin_guard(&ctx.auth).map_err(|e| ctx.fail(e))?;
+                inner
+                    .update_app_config(updates_of(&args))
+                    .map(scalar)
+                    .map_err(|e| ctx.fail(e))
+            }
+            "sendVerifyEmail" => match &ctx.auth {
+                Auth::Anonymous => Err(ctx.fail(AffineError::authentication_required())),
+                _ => Ok(ResolvedValue::leaf(JsonValue::from(true))),
+            },
+            _ => Err(self.unknown_field_error(info)),
+        }
+    }
+}
+
+fn updates_of(args: &Value) -> Vec<(String, String, Value)> {
+    args["updates"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|u| {
+                    (
+                        u["module"].as_str().unwrap_or("").to_string(),
+                        u["key"].as_str().unwrap_or("").to_string(),
+                        u.get("value").cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Inner {
+    fn server_config(&self) -> Map<String, Value> {
+        let (initialized, registered) = {
+            let st = lock(&self.state);
+            (!st.users.is_empty(), st.oidc.is_some())
+        };
+        let name = self.effective_config()["server"]["name"].clone();
+        let mut m = Map::new();
+        m.insert("version".into(), json!(self.version_string()));
+        m.insert("name".into(), name);
+        m.insert("baseUrl".into(), json!(self.url));
+        m.insert("type".into(), json!("Selfhosted"));
+        m.insert("initialized".into(), json!(initialized));
+        m.insert(
+            "features".into(),
+            if registered {
+                json!(["LocalWorkspace", "OAuth"])
+            } else {
+                json!(["LocalWorkspace"])
+            },
+        );
+        m.insert(
+            "oauthProviders".into(),
+            if registered {
+                json!(["OIDC"])
+            } else {
+                json!([])
+            },
+        );
+        m
+    }
+
+    /// Validates every update first (nothing is saved when one is invalid), then REPLACES each
+    /// stored value and returns only the saved overrides, nested.
+    fn update_app_config(
+        &self,
+        updates: Vec<(String, String, Value)>,
+    ) -> Result<Value, AffineError> {
+        for (module, key, value) in &updates {
+            if let Err(hint) = self.validate_update(module, key, value) {
+                return Err(AffineError::invalid_app_config(module, key, hint));
+            }
+        }
+        let mut saved = Map::new();
+        let mut oidc_changed = false;
+        {
+            let mut st = lock(&self.state);
+            for (module, key, value) in updates {
+                oidc_changed |= module == OAUTH && key == OIDC_KEY;
+                set_nested(&mut saved, &module, &key, value.clone());
+                st.overrides.insert((module, key), value);
+            }
+            st.write_count += 1;
+        }
+        if oidc_changed {
+            self.reconfigure_oidc();
+        }
+        Ok(Value::Object(saved))
+    }
+}
+
+impl Inner {
+    fn graphql(&self, req: &Request) -> Response {
+        // Apollo's CSRF prevention (requestHeaders: ['content-type']) refuses a request without
+        // Content-Type; a simple content type then fails body parsing. Both are HTTP 400.
+        let Some(media) = req.media_type().filter(|m| !m.is_empty()) else {
+            return graphql_400(
+                "BAD_REQUEST",
+                "This operation has been blocked as a potential Cross-Site Request Forgery (CSRF). Please either specify a 'content-type' header (with a type that is not one of application/x-www-form-urlencoded, multipart/form-data, text/plain) or provide a non-empty value for one of the following headers: content-type\n",
+                None,
+            );
+        };
+        if req.method != "POST" || media != "application/json" {
+            return graphql_400(
+                "BAD_REQUEST",
+                "POST body missing, invalid Content-Type, or JSON object has no keys.",
+                None,
+            );
+        }
+        let Some(body) = req.json().filter(Value::is_object) else {
+            return AffineError::new(
+                400,
+                "BAD_REQUEST",
+                "BAD_REQUEST",
+                "Unexpected token in JSON body".into(),
+            )
+            .rest();
+        };
+        let Some(query) = body.get("query").and_then(Value::as_str) else {
+            return graphql_400(
+                "BAD_REQUEST",
+                "GraphQL operations must contain a non-empty `query` or a `persistedQuery` extension.",
+                None,
+            );
+        };
+        let op_name = body.get("operationName").and_then(Value::as_str);
+        let variables = match body.get("variables") {
+            None | Some(Value::Null) => JsonMap::new(),
+            Some(Value::Object(m)) => match JsonValue::from(Value::Object(m.clone())) {
+                JsonValue::Object(o) => o,
+                _ => JsonMap::new(),
+            },
+            Some(_) => {
+                return graphql_400(
+                    "BAD_REQUEST",
+                    "`variables` in a POST body should be provided as an object.",
+                    None,
+                )
+            }
+        };
+        let doc =
+            match ExecutableDocument::parse_and_validate(&self.schema, query, "request.graphql") {
+                Ok(doc) => doc,
+                Err(with_errors) => {
+                    let first = with_errors.errors.iter().next();
+                    let (message, locations) = match first {
+                        Some(d) => {
+                            let json = serde_json::to_value(d.to_json()).unwrap_or(Value::Null);
+                            (
+                                graphql_js_message(json["message"].as_str().unwrap_or("invalid")),
+                                json.get("locations").cloned(),
+                            )
+                        }
+                        None => ("invalid document".to_string(), None),
+                    };
+                    let code = if message.starts_with("syntax error") {
+                        "GRAPHQL_PARSE_FAILED"
+                    } else {
+                        "GRAPHQL_VALIDATION_FAILED"
+                    };
+                    return graphql_400(code, &message, locations);
+                }
+            };
+        let operation = match doc.operations.get(op_name) {
+            Ok(op) => op,
+            Err(e) => {
+                return graphql_400(
+                    "OPERATION_RESOLUTION_FAILURE",
+                    &e.message().to_string(),
+                    None,
+                )
+            }
+        };
+        let ctx = Ctx {
+            inner: self,
+            auth: self.authenticate(req),
+            errors: RefCell::new(Vec::new()),
+        };
+        let root = Root {
+            ctx: &ctx,
+            operation: operation.operation_type,
+        };
+        let result = Execution::new(&self.schema, &doc)
+            .operation(operation)
+            .raw_variable_values(&variables)
+            .execute_sync(&root);
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => return graphql_400("BAD_USER_INPUT", &e.message().to_string(), None),
+        };
+        let side = ctx.errors.borrow();
+        let errors: Vec<Value> = response
+            .errors
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+                // apollo-compiler prefixes resolver errors; AFFiNE shows its own message.
+                let message = e
+                    .message
+                    .strip_prefix("resolver error: ")
+                    .unwrap_or(&e.message)
+                    .to_string();
+                let ext = side
+                    .iter()
+                    .find(|a| a.message == message)
+                    .map(AffineError::to_json)
+                    .unwrap_or_else(|| {
+                        AffineError::new(
+                            500,
+                            "INTERNAL_SERVER_ERROR",
+                            "INTERNAL_SERVER_ERROR",
+                            message.clone(),
+                        )
+                        .to_json()
+                    });
+                v["message"] = json!(message);
+                v["extensions"] = ext;
+                v
+            })
+            .collect();
+        let data = response
+            .data
+            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        let mut out = Map::new();
+        if !errors.is_empty() {
+            out.insert("errors".into(), Value::Array(errors));
+        }
+        out.insert("data".into(), data);
+        Response::json(200, &Value::Object(out))
+    }
+}

@@ -1,0 +1,2522 @@
+//! A stand-in for authentik (2024.6 to 2026.8), faithful to CONTRACTS.md §2: token auth on
+//! `/api/v3/*`, blueprint instances (create = dry-run validation, apply), the import endpoint of
+//! each version, the objects a blueprint creates, and per-application OIDC discovery.
+//!
+//! Blueprints go through a small model of authentik's importer: YAML with authentik's custom tags
+//! (checked at load time for name, version and node kind), `version: 1`, entries applied in
+//! order in one transaction (a dry run on a copy for validation), `!KeyOf` seeing only earlier
+//! entries, and per-model serializer checks that mirror Django REST's messages.
+//!
+//! Scope mappings: a provider's `property_mappings` hold mapping uuids; resolve them to their
+//! `managed` keys with `GET /api/v3/propertymappings/provider/scope/?managed=...` (before 2024.8
+//! `/api/v3/propertymappings/scope/`), or with [`AuthentikStandin::provider_scopes`].
+//!
+//! Deliberately stricter than authentik in one place: an attribute the version does not know
+//! (e.g. `grant_types` before 2026.5) is rejected with a log line naming it, where Django REST
+//! would ignore it silently. That catches a generator emitting fields for the wrong version.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+use serde_yaml::Value as Yaml;
+use sha2::{Digest, Sha512};
+
+use super::http_standin::{
+    lock, now_rfc3339, parse_version, random_token, uuid4, HttpServer, Request, Response, Service,
+};
+pub use super::http_standin::{Fault, Recorded};
+
+/// How a stand-in authentik is set up.
+#[derive(Clone, Debug)]
+pub struct AuthentikOptions {
+    /// e.g. "2024.6.4", "2024.10.5", "2025.10.1", "2026.5.0", "2026.8.0".
+    pub version: String,
+    /// The API token accepted as `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+impl AuthentikOptions {
+    /// Token `authentik-token-SECRET`.
+    pub fn new(version: &str) -> Self {
+        AuthentikOptions {
+            version: version.to_string(),
+            token: "authentik-token-SECRET".into(),
+        }
+    }
+}
+
+/// An OAuth2 provider plus its application, registered directly (without a blueprint) by
+/// [`AuthentikStandin::add_provider`], for tests that only need an issuer.
+#[derive(Clone, Debug)]
+pub struct ProviderState {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// `(matching_mode, url)`; stored as a newline-joined string on versions before the list form.
+    pub redirect_uris: Vec<(String, String)>,
+    /// Kept on 2026.5+ only.
+    pub grant_types: Vec<String>,
+    /// Managed keys of the scope mappings, e.g. `goauthentik.io/providers/oauth2/scope-openid`.
+    pub scope_mappings: Vec<String>,
+}
+
+impl ProviderState {
+    /// Random client id and secret, no redirect URIs, `[authorization_code, refresh_token]`,
+    /// scopes openid, email and profile.
+    pub fn new(name: &str) -> Self {
+        ProviderState {
+            name: name.to_string(),
+            client_id: random_token(40),
+            client_secret: random_token(128),
+            redirect_uris: Vec::new(),
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            scope_mappings: ["openid", "email", "profile"]
+                .iter()
+                .map(|s| format!("{SCOPE_PREFIX}{s}"))
+                .collect(),
+        }
+    }
+}
+
+/// A running stand-in authentik on a loopback port; stops when dropped.
+pub struct AuthentikStandin {
+    server: HttpServer,
+    inner: Arc<Inner>,
+}
+
+impl AuthentikStandin {
+    pub fn start(opts: AuthentikOptions) -> Self {
+        Self::start_on(opts, 0)
+    }
+
+    /// Like [`AuthentikStandin::start`] on a chosen port (0 = any free one).
+    pub fn start_on(opts: AuthentikOptions, port: u16) -> Self {
+        let (server, inner) = HttpServer::start(port, |url| Arc::new(Inner::new(opts, url)));
+        AuthentikStandin { server, inner }
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn token(&self) -> String {
+        self.inner.opts.token.clone()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    /// Blueprint instances in API shape.
+    pub fn instances(&self) -> Vec<Value> {
+        let st = lock(&self.inner.state);
+        st.instances.iter().map(Instance::to_json).collect()
+    }
+
+    /// Blueprints applied successfully (instance apply or import).
+    pub fn applied_count(&self) -> usize {
+        lock(&self.inner.state).applied_count
+    }
+
+    /// Creates an OAuth2 provider and an application `slug` using it, as if configured by hand.
+    pub fn add_provider(&self, slug: &str, p: ProviderState) {
+        self.inner.add_provider(slug, p);
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        self.server.set_fault(f);
+    }
+
+    /// Make discovery documents announce this issuer instead of the real one (`None` = real).
+    pub fn set_issuer_override(&self, issuer: Option<String>) {
+        lock(&self.inner.state).issuer_override = issuer;
+    }
+
+    /// `false`: every discovery document answers 503 (the IdP is down behind its proxy).
+    pub fn set_discovery_available(&self, available: bool) {
+        lock(&self.inner.state).discovery_available = available;
+    }
+
+    /// The OAuth2 provider of application `slug`, in API shape.
+    pub fn provider(&self, slug: &str) -> Option<Value> {
+        let st = lock(&self.inner.state);
+        let app = st.store.find(APPLICATION, "slug", &json!(slug))?;
+        let pk = app.get("provider")?.clone();
+        let provider = st.store.find(OAUTH2_PROVIDER, "pk", &pk)?;
+        Some(self.inner.provider_json(&st.store, provider))
+    }
+
+    /// The application `slug`, in API shape.
+    pub fn application(&self, slug: &str) -> Option<Value> {
+        let st = lock(&self.inner.state);
+        let app = st.store.find(APPLICATION, "slug", &json!(slug))?;
+        Some(self.inner.application_json(&st.store, app))
+    }
+
+    /// Managed keys of the scope mappings of application `slug`'s provider.
+    pub fn provider_scopes(&self, slug: &str) -> Vec<String> {
+        let Some(p) = self.provider(slug) else {
+            return Vec::new();
+        };
+        let st = lock(&self.inner.state);
+        p["property_mappings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pk| st.store.find(SCOPE_MAPPING, "pk", pk))
+            .filter_map(|m| m.get("managed").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    }
+
+    /// Blocks until the stand-in is dropped (for the `standins` example).
+    pub fn serve_forever(&self) {
+        self.server.wait();
+    }
+}
+
+const OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.oauth2provider";
+const APPLICATION: &str = "authentik_core.application";
+const POLICY_BINDING: &str = "authentik_policies.policybinding";
+const FLOW: &str = "authentik_flows.flow";
+const KEYPAIR: &str = "authentik_crypto.certificatekeypair";
+const SCOPE_MAPPING: &str = "authentik_providers_oauth2.scopemapping";
+const GROUP: &str = "authentik_core.group";
+const USER: &str = "authentik_core.user";
+const SCOPE_PREFIX: &str = "goauthentik.io/providers/oauth2/scope-";
+/// Application slugs authentik reserves (they collide with `/application/o/<endpoint>/`).
+const RESERVED_SLUGS: &[&str] = &[
+    "authorize",
+    "token",
+    "device",
+    "userinfo",
+    "introspect",
+    "revoke",
+];
+
+type Version = (u32, u32, u32);
+
+/// The version rules of CONTRACTS.md §2, in one place.
+#[derive(Clone, Copy)]
+struct Rules(Version);
+
+impl Rules {
+    fn redirect_uris_list(self) -> bool {
+        let v = self.0;
+        v >= (2024, 10, 3) || ((2024, 8, 5)..(2024, 10, 0)).contains(&v)
+    }
+    fn invalidation_flow(self) -> bool {
+        self.0 >= (2024, 10, 0)
+    }
+    fn grant_types(self) -> bool {
+        self.0 >= (2026, 5, 0)
+    }
+    fn redirect_uri_type(self) -> bool {
+        self.0 >= (2026, 5, 0)
+    }
+    fn blueprint_import_path(self) -> &'static str {
+        if self.0 >= (2026, 5, 0) {
+            "/api/v3/managed/blueprints/import/"
+        } else {
+            "/api/v3/flows/instances/import/"
+        }
+    }
+    fn scope_mappings_path(self) -> &'static str {
+        if self.0 >= (2024, 8, 0) {
+            "/api/v3/propertymappings/provider/scope/"
+        } else {
+            "/api/v3/propertymappings/scope/"
+        }
+    }
+    /// Whether a custom YAML tag exists in this version.
+    fn has_tag(self, tag: &str) -> bool {
+        match tag {
+            "File" => self.0 >= (2025, 8, 0),
+            "AtIndex" => self.0 >= (2024, 12, 0),
+            "ParseJSON" => self.0 >= (2025, 6, 0),
+            "KeyOf" | "Find" | "FindObject" | "Env" | "Context" | "Format" | "If" | "Condition"
+            | "Enumerate" | "Index" | "Value" => true,
+            _ => false,
+        }
+    }
+}
+
+/// One object of the database: its model label and fields (with `pk`).
+#[derive(Clone, Debug)]
+struct Obj {
+    model: String,
+    fields: Map<String, Value>,
+}
+
+impl Obj {
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.fields.get(k)
+    }
+    fn pk(&self) -> Value {
+        self.fields.get("pk").cloned().unwrap_or(Value::Null)
+    }
+}
+
+/// The database; cloned for a transaction (validation runs on a copy that is thrown away).
+#[derive(Clone, Debug, Default)]
+struct Store {
+    objects: Vec<Obj>,
+    next_int_pk: i64,
+}
+
+impl Store {
+    fn of<'a>(&'a self, model: &str) -> impl Iterator<Item = &'a Obj> + 'a {
+        let model = model.to_string();
+        self.objects.iter().filter(move |o| o.model == model)
+    }
+    fn find(&self, model: &str, field: &str, value: &Value) -> Option<&Obj> {
+        self.of(model).find(|o| field_matches(o, field, value))
+    }
+    fn insert(&mut self, model: &str, mut fields: Map<String, Value>) -> Value {
+        if !fields.contains_key("pk") {
+            let pk = if model == OAUTH2_PROVIDER {
+                self.next_int_pk += 1;
+                json!(self.next_int_pk)
+            } else {
+                json!(uuid4())
+            };
+            fields.insert("pk".into(), pk);
+        }
+        let pk = fields["pk"].clone();
+        self.objects.push(Obj {
+            model: model.to_string(),
+            fields,
+        });
+        pk
+    }
+}
+
+/// Equality as a Django filter would see it (numbers and their text compare equal for pks).
+fn field_matches(o: &Obj, field: &str, value: &Value) -> bool {
+    let (field, iexact) = match field.strip_suffix("__iexact") {
+        Some(f) => (f, true),
+        None => (field, false),
+    };
+    let Some(have) = o.get(field) else {
+        return false;
+    };
+    match (have, value) {
+        (Value::String(a), Value::String(b)) if iexact => a.eq_ignore_ascii_case(b),
+        (Value::Number(a), Value::String(b)) | (Value::String(b), Value::Number(a)) => {
+            a.to_string() == *b
+        }
+        (a, b) => a == b,
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Instance {
+    pk: String,
+    name: String,
+    path: String,
+    context: Value,
+    last_applied: String,
+    last_applied_hash: String,
+    status: String,
+    enabled: bool,
+    managed_models: Vec<String>,
+    metadata: Value,
+    content: String,
+}
+
+impl Instance {
+    fn to_json(&self) -> Value {
+        json!({
+            "pk": self.pk,
+            "name": self.name,
+            "path": self.path,
+            "context": self.context,
+            "last_applied": self.last_applied,
+            "last_applied_hash": self.last_applied_hash,
+            "status": self.status,
+            "enabled": self.enabled,
+            "managed_models": self.managed_models,
+            "metadata": self.metadata,
+            "content": self.content,
+        })
+    }
+}
+
+struct State {
+    store: Store,
+    instances: Vec<Instance>,
+    applied_count: usize,
+    issuer_override: Option<String>,
+    discovery_available: bool,
+}
+
+struct Inner {
+    opts: AuthentikOptions,
+    rules: Rules,
+    url: String,
+    state: Mutex<State>,
+}
+
+impl Inner {
+    fn new(opts: AuthentikOptions, url: &str) -> Self {
+        let rules = Rules(parse_version(&opts.version));
+        Inner {
+            opts,
+            rules,
+            url: url.to_string(),
+            state: Mutex::new(State {
+                store: seed(rules),
+                instances: Vec::new(),
+                applied_count: 0,
+                issuer_override: None,
+                discovery_available: true,
+            }),
+        }
+    }
+
+    fn version_string(&self) -> String {
+        let (a, b, c) = self.rules.0;
+        format!("{a}.{b}.{c}")
+    }
+
+    fn add_provider(&self, slug: &str, p: ProviderState) {
+        let mut st = lock(&self.state);
+        let store = &mut st.store;
+        let flow = |store: &Store, slug: &str| {
+            store
+                .find(FLOW, "slug", &json!(slug))
+                .map(Obj::pk)
+                .unwrap_or(Value::Null)
+        };
+        let mappings: Vec<Value> = p
+            .scope_mappings
+            .iter()
+            .filter_map(|m| store.find(SCOPE_MAPPING, "managed", &json!(m)).map(Obj::pk))
+            .collect();
+        let mut fields = Map::new();
+        fields.insert("name".into(), json!(p.name));
+        fields.insert(
+            "authorization_flow".into(),
+            flow(store, "default-provider-authorization-implicit-consent"),
+        );
+        if self.rules.invalidation_flow() {
+            fields.insert(
+                "invalidation_flow".into(),
+                flow(store, "default-provider-invalidation-flow"),
+            );
+        }
+        fields.insert("client_type".into(), json!("confidential"));
+        fields.insert("client_id".into(), json!(p.client_id));
+        fields.insert("client_secret".into(), json!(p.client_secret));
+        fields.insert("property_mappings".into(), Value::Array(mappings));
+        let redirect = if self.rules.redirect_uris_list() {
+            Value::Array(
+                p.redirect_uris
+                    .iter()
+                    .map(|(mode, url)| json!({"matching_mode": mode, "url": url}))
+                    .collect(),
+            )
+        } else {
+            json!(p
+                .redirect_uris
+                .iter()
+                .map(|(_, u)| u.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"))
+        };
+        fields.insert("redirect_uris".into(), redirect);
+        if self.rules.grant_types() {
+            fields.insert("grant_types".into(), json!(p.grant_types));
+        }
+        let provider_pk = store.insert(OAUTH2_PROVIDER, fields);
+        let mut app = Map::new();
+        app.insert("name".into(), json!(p.name));
+        app.insert("slug".into(), json!(slug));
+        app.insert("provider".into(), provider_pk);
+        app.insert("pbm_uuid".into(), json!(uuid4()));
+        store.insert(APPLICATION, app);
+    }
+}
+
+/// The objects a fresh authentik ships (CONTRACTS.md §2 "Defaults shipped").
+fn seed(rules: Rules) -> Store {
+    let mut s = Store::default();
+    let mut flows = vec![
+        ("default-authentication-flow", "authentication"),
+        (
+            "default-provider-authorization-implicit-consent",
+            "authorization",
+        ),
+        (
+            "default-provider-authorization-explicit-consent",
+            "authorization",
+        ),
+        ("default-invalidation-flow", "invalidation"),
+    ];
+    if rules.invalidation_flow() {
+        flows.push(("default-provider-invalidation-flow", "invalidation"));
+    }
+    for (slug, designation) in flows {
+        let mut f = Map::new();
+        f.insert("slug".into(), json!(slug));
+        f.insert("name".into(), json!(slug));
+        f.insert("designation".into(), json!(designation));
+        s.insert(FLOW, f);
+    }
+    let mut k = Map::new();
+    k.insert("name".into(), json!("authentik Self-signed Certificate"));
+    s.insert(KEYPAIR, k);
+    for (scope, desc) in [
+        ("openid", "OpenID 'openid'"),
+        ("email", "OpenID 'email'"),
+        ("profile", "OpenID 'profile'"),
+        ("offline_access", "OpenID 'offline_access'"),
+    ] {
+        let mut m = Map::new();
+        m.insert("managed".into(), json!(format!("{SCOPE_PREFIX}{scope}")));
+        m.insert(
+            "name".into(),
+            json!(format!("authentik default OAuth Mapping: {desc}")),
+        );
+        m.insert("scope_name".into(), json!(scope));
+        m.insert("expression".into(), json!("return {}"));
+        s.insert(SCOPE_MAPPING, m);
+    }
+    let mut g = Map::new();
+    g.insert("name".into(), json!("authentik Admins"));
+    g.insert("is_superuser".into(), json!(true));
+    s.insert(GROUP, g);
+    let mut u = Map::new();
+    u.insert("username".into(), json!("akadmin"));
+    u.insert("pk".into(), json!(1));
+    s.insert(USER, u);
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP routing.
+// ---------------------------------------------------------------------------------------------
+
+fn detail(status: u16, msg: &str) -> Response {
+    Response::json(status, &json!({"detail": msg}))
+}
+
+fn not_found() -> Response {
+    detail(404, "Not found.")
+}
+
+/// authentik's list pagination.
+fn paginated(results: Vec<Value>) -> Response {
+    let n = results.len();
+    Response::json(
+        200,
+        &json!({
+            "pagination": {
+                "next": 0,
+                "previous": 0,
+                "count": n,
+                "current": 1,
+                "total_pages": 1,
+                "start_index": if n == 0 { 0 } else { 1 },
+                "end_index": n,
+            },
+            "results": results,
+        }),
+    )
+}
+
+/// authentik's router cleans paths, so `//` equals `/`.
+fn clean_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    let mut prev_slash = false;
+    for c in p.chars() {
+        if c == '/' && prev_slash {
+            continue;
+        }
+        prev_slash = c == '/';
+        out.push(c);
+    }
+    out
+}
+
+impl Service for Inner {
+    fn handle(&self, req: &Request) -> Response {
+        let path = clean_path(req.path_only());
+        if path.starts_with("/api/v3/") {
+            if let Err(resp) = self.check_token(req) {
+                return resp;
+            }
+            return self.api(req, &path);
+        }
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method.as_str(), segs.as_slice()) {
+            ("GET", ["application", "o", slug, ".well-known", "openid-configuration"]) => {
+                self.discovery(slug)
+            }
+            ("GET", ["application", "o", slug, "jwks"]) => {
+                if self.oidc_application(slug).is_some() {
+                    Response::json(200, &json!({"keys": []}))
+                } else {
+                    not_found()
+                }
+            }
+            ("GET", ["-", "health", "live" | "ready"]) => Response::empty(200),
+            _ => Response::html(404, "<html><body><h1>Not Found</h1></body></html>"),
+        }
+    }
+
+    /// `Fault::RateLimit` applies to the API (authentik itself has no such limit; this is a
+    /// proxy in front of it).
+    fn throttled(&self, req: &Request, retry_after_secs: u64) -> Option<Response> {
+        req.path_only().starts_with("/api/v3/").then(|| {
+            detail(
+                429,
+                &format!(
+                    "Request was throttled. Expected available in {retry_after_secs} seconds."
+                ),
+            )
+            .with_header("Retry-After", &retry_after_secs.to_string())
+        })
+    }
+}
+
+impl Inner {
+    /// `Authorization: Bearer <token>`; authentik answers 403 for a missing or wrong token.
+    fn check_token(&self, req: &Request) -> Result<(), Response> {
+        let Some(h) = req.header("authorization") else {
+            return Err(detail(403, "Authentication credentials were not provided."));
+        };
+        let token = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            .map(str::trim);
+        match token {
+            Some(t) if t == self.opts.token => Ok(()),
+            Some(_) => Err(detail(403, "Token invalid/expired")),
+            None => Err(detail(403, "Authentication credentials were not provided.")),
+        }
+    }
+
+    fn api(&self, req: &Request, path: &str) -> Response {
+        let method = req.method.as_str();
+        let rest = path.trim_start_matches("/api/v3/").trim_end_matches('/');
+        let segs: Vec<&str> = rest.split('/').collect();
+        if method == "POST"
+            && path.trim_end_matches('/')
+                == self.rules.blueprint_import_path().trim_end_matches('/')
+        {
+            return self.import(req);
+        }
+        match (method, segs.as_slice()) {
+            ("GET", ["admin", "version"]) => Response::json(
+                200,
+                &json!({
+                    "version_current": self.version_string(),
+                    "version_latest": self.version_string(),
+                    "version_latest_valid": true,
+                    "build_hash": "",
+                    "outdated": false,
+                    "outpost_outdated": false,
+                }),
+            ),
+            ("GET", ["managed", "blueprints"]) => self.list_instances(req),
+            ("GET", ["managed", "blueprints", "available"]) => Response::json(200, &json!([])),
+            ("POST", ["managed", "blueprints"]) => self.create_instance(req),
+            ("GET", ["managed", "blueprints", pk]) => {
+                let st = lock(&self.state);
+                match st.instances.iter().find(|i| i.pk == *pk) {
+                    Some(i) => Response::json(200, &i.to_json()),
+                    None => not_found(),
+                }
+            }
+            ("PATCH" | "PUT", ["managed", "blueprints", pk]) => {
+                self.update_instance(req, pk, method == "PATCH")
+            }
+            ("DELETE", ["managed", "blueprints", pk]) => {
+                let mut st = lock(&self.state);
+                let before = st.instances.len();
+                st.instances.retain(|i| i.pk != *pk);
+                if st.instances.len() == before {
+                    not_found()
+                } else {
+                    Response::empty(204)
+                }
+            }
+            ("POST", ["managed", "blueprints", pk, "apply"]) => self.apply_instance(pk),
+            ("GET", ["providers", "oauth2"]) => {
+                let st = lock(&self.state);
+                let q = req.query();
+                let results = st
+                    .store
+                    .of(OAUTH2_PROVIDER)
+                    .filter(|p| {
+                        q.iter().all(|(k, v)| match k.as_str() {
+                            "application__slug" => st.store.of(APPLICATION).any(|a| {
+                                a.get("slug") == Some(&json!(v))
+                                    && a.get("provider") == Some(&p.pk())
+                            }),
+                            "name" | "client_id" => p.get(k) == Some(&json!(v)),
+                            _ => true,
+                        })
+                    })
+                    .map(|p| self.provider_json(&st.store, p))
+                    .collect();
+                paginated(results)
+            }
+            ("GET", ["providers", "oauth2", pk]) => {
+                let st = lock(&self.state);
+                match st.store.find(OAUTH2_PROVIDER, "pk", &json!(pk)) {
+                    Some(p) => Response::json(200, &self.provider_json(&st.store, p)),
+                    None => not_found(),
+                }
+            }
+            ("GET", ["core", "applications"]) => {
+                let st = lock(&self.state);
+                let q = req.query();
+                let results = st
+                    .store
+                    .of(APPLICATION)
+                    .filter(|a| {
+                        q.iter().all(|(k, v)| match k.as_str() {
+                            "slug" | "name" => a.get(k) == Some(&json!(v)),
+                            _ => true,
+                        })
+                    })
+                    .map(|a| self.application_json(&st.store, a))
+                    .collect();
+                paginated(results)
+            }
+            ("GET", ["core", "applications", slug]) => {
+                let st = lock(&self.state);
+                match st.store.find(APPLICATION, "slug", &json!(slug)) {
+                    Some(a) => Response::json(200, &self.application_json(&st.store, a)),
+                    None => not_found(),
+                }
+            }
+            ("GET", ["flows", "instances"]) => {
+                self.simple_list(req, FLOW, &["slug", "designation"])
+            }
+            ("GET", ["crypto", "certificatekeypairs"]) => self.simple_list(req, KEYPAIR, &["name"]),
+            ("GET", _)
+                if path.trim_end_matches('/')
+                    == self.rules.scope_mappings_path().trim_end_matches('/') =>
+            {
+                self.simple_list(req, SCOPE_MAPPING, &["managed", "scope_name", "name"])
+            }
+            _ => not_found(),
+        }
+    }
+
+    /// A list with equality filters; a filter given several times matches any of its values
+    /// (as `?managed=a&managed=b` does on authentik).
+    fn simple_list(&self, req: &Request, model: &str, filters: &[&str]) -> Response {
+        let st = lock(&self.state);
+        let q = req.query();
+        let results = st
+            .store
+            .of(model)
+            .filter(|o| {
+                filters.iter().all(|f| {
+                    let wanted: Vec<&String> =
+                        q.iter().filter(|(k, _)| k == f).map(|(_, v)| v).collect();
+                    wanted.is_empty() || wanted.iter().any(|v| o.get(f) == Some(&json!(v)))
+                })
+            })
+            .map(|o| {
+                let mut m = o.fields.clone();
+                if model == SCOPE_MAPPING {
+                    m.insert(
+                        "component".into(),
+                        json!("ak-property-mapping-provider-scope-form"),
+                    );
+                    m.insert("meta_model_name".into(), json!(SCOPE_MAPPING));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        paginated(results)
+    }
+
+    fn provider_json(&self, store: &Store, p: &Obj) -> Value {
+        let mut m = Map::new();
+        m.insert("pk".into(), p.pk());
+        m.insert("name".into(), p.get("name").cloned().unwrap_or(Value::Null));
+        let app = store
+            .of(APPLICATION)
+            .find(|a| a.get("provider") == Some(&p.pk()));
+        m.insert(
+            "assigned_application_slug".into(),
+            app.and_then(|a| a.get("slug").cloned())
+                .unwrap_or(Value::Null),
+        );
+        m.insert(
+            "assigned_application_name".into(),
+            app.and_then(|a| a.get("name").cloned())
+                .unwrap_or(Value::Null),
+        );
+        m.insert("component".into(), json!("ak-provider-oauth2-form"));
+        m.insert("verbose_name".into(), json!("OAuth2/OpenID Provider"));
+        m.insert(
+            "verbose_name_plural".into(),
+            json!("OAuth2/OpenID Providers"),
+        );
+        m.insert("meta_model_name".into(), json!(OAUTH2_PROVIDER));
+        let defaults = provider_defaults(self.rules);
+        for (k, default) in defaults.iter() {
+            m.insert(
+                k.clone(),
+                p.get(k).cloned().unwrap_or_else(|| default.clone()),
+            );
+        }
+        Value::Object(m)
+    }
+
+    fn application_json(&self, store: &Store, a: &Obj) -> Value {
+        let provider = a.get("provider").cloned().unwrap_or(Value::Null);
+        let provider_obj = store
+            .find(OAUTH2_PROVIDER, "pk", &provider)
+            .map(|p| self.provider_json(store, p))
+            .unwrap_or(Value::Null);
+        let g = |k: &str, d: Value| a.get(k).cloned().unwrap_or(d);
+        json!({
+            "pk": a.pk(),
+            "name": g("name", json!("")),
+            "slug": g("slug", json!("")),
+            "provider": provider,
+            "provider_obj": provider_obj,
+            "backchannel_providers": g("backchannel_providers", json!([])),
+            "launch_url": g("meta_launch_url", Value::Null),
+            "open_in_new_tab": g("open_in_new_tab", json!(false)),
+            "meta_launch_url": g("meta_launch_url", json!("")),
+            "meta_icon": g("meta_icon", Value::Null),
+            "meta_description": g("meta_description", json!("")),
+            "meta_publisher": g("meta_publisher", json!("")),
+            "policy_engine_mode": g("policy_engine_mode", json!("any")),
+            "group": g("group", json!("")),
+        })
+    }
+
+    fn oidc_application(&self, slug: &str) -> Option<Value> {
+        let st = lock(&self.state);
+        let app = st.store.find(APPLICATION, "slug", &json!(slug))?;
+        let provider = st.store.find(OAUTH2_PROVIDER, "pk", app.get("provider")?)?;
+        Some(self.provider_json(&st.store, provider))
+    }
+
+    /// `GET /application/o/<slug>/.well-known/openid-configuration` (issuer_mode per_provider).
+    fn discovery(&self, slug: &str) -> Response {
+        if !lock(&self.state).discovery_available {
+            return Response::html(
+                503,
+                "<html><body><h1>503 Service Unavailable</h1></body></html>",
+            );
+        }
+        let Some(provider) = self.oidc_application(slug) else {
+            return not_found();
+        };
+        let url = &self.url;
+        let issuer = lock(&self.state)
+            .issuer_override
+            .clone()
+            .unwrap_or_else(|| {
+                if provider["issuer_mode"] == json!("global") {
+                    format!("{url}/application/o/")
+                } else {
+                    format!("{url}/application/o/{slug}/")
+                }
+            });
+        let scopes: Vec<Value> = {
+            let st = lock(&self.state);
+            provider["property_mappings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|pk| st.store.find(SCOPE_MAPPING, "pk", pk))
+                .filter_map(|m| m.get("scope_name").cloned())
+                .collect()
+        };
+        Response::json(
+            200,
+            &json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{url}/application/o/authorize/"),
+                "token_endpoint": format!("{url}/application/o/token/"),
+                "userinfo_endpoint": format!("{url}/application/o/userinfo/"),
+                "end_session_endpoint": format!("{url}/application/o/{slug}/end-session/"),
+                "introspection_endpoint": format!("{url}/application/o/introspect/"),
+                "revocation_endpoint": format!("{url}/application/o/revoke/"),
+                "device_authorization_endpoint": format!("{url}/application/o/device/"),
+                "response_types_supported": ["code", "id_token", "id_token token", "code token", "code id_token", "code id_token token"],
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "jwks_uri": format!("{url}/application/o/{slug}/jwks/"),
+                "grant_types_supported": ["authorization_code", "refresh_token", "implicit", "client_credentials", "password", "urn:ietf:params:oauth:grant-type:device_code"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "subject_types_supported": ["public"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+                "acr_values_supported": ["goauthentik.io/providers/oauth2/default"],
+                "scopes_supported": scopes,
+                "request_parameter_supported": false,
+                "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "nonce", "email", "email_verified", "name", "given_name", "preferred_username", "nickname", "groups"],
+                "claims_parameter_supported": false,
+                "code_challenge_methods_supported": ["plain", "S256"],
+            }),
+        )
+    }
+}
+
+/// Fields a provider reports, with authentik's defaults, by version.
+fn provider_defaults(rules: Rules) -> Vec<(String, Value)> {
+    let mut d = vec![
+        ("authentication_flow", Value::Null),
+        ("authorization_flow", Value::Null),
+    ];
+    if rules.invalidation_flow() {
+        d.push(("invalidation_flow", Value::Null));
+    }
+    d.extend([
+        ("property_mappings", json!([])),
+        ("client_type", json!("confidential")),
+        ("client_id", json!("")),
+        ("client_secret", json!("")),
+        ("access_code_validity", json!("minutes=1")),
+        ("access_token_validity", json!("hours=1")),
+        ("refresh_token_validity", json!("days=30")),
+        ("include_claims_in_id_token", json!(true)),
+        ("signing_key", Value::Null),
+        ("encryption_key", Value::Null),
+        (
+            "redirect_uris",
+            if rules.redirect_uris_list() {
+                json!([])
+            } else {
+                json!("")
+            },
+        ),
+        ("sub_mode", json!("hashed_user_id")),
+        ("issuer_mode", json!("per_provider")),
+        ("jwks_sources", json!([])),
+    ]);
+    if rules.grant_types() {
+        d.push(("grant_types", json!([])));
+    }
+    d.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blueprint instances and import.
+// ---------------------------------------------------------------------------------------------
+
+fn field_errors(errors: Vec<(&str, Value)>) -> Response {
+    let mut m = Map::new();
+    for (k, v) in errors {
+        m.insert(k.to_string(), v);
+    }
+    Response::json(400, &Value::Object(m))
+}
+
+impl Inner {
+    fn list_instances(&self, req: &Request) -> Response {
+        let st = lock(&self.state);
+        let q = req.query();
+        let mut list: Vec<&Instance> = st
+            .instances
+            .iter()
+            .filter(|i| {
+                q.iter().all(|(k, v)| match k.as_str() {
+                    "name" => i.name == *v,
+                    "path" => i.path == *v,
+                    "search" => i.name.contains(v.as_str()) || i.path.contains(v.as_str()),
+                    _ => true,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        paginated(list.into_iter().map(Instance::to_json).collect())
+    }
+
+    /// BlueprintInstanceSerializer: `name` required and unique, `context` a dict, `path` an
+    /// available file, `content` a valid blueprint (validated with the EXISTING instance's
+    /// context, i.e. `{}` on create), and one of path/content set.
+    fn validate_instance(
+        &self,
+        body: &Map<String, Value>,
+        existing: Option<&Instance>,
+        partial: bool,
+    ) -> Result<(), Response> {
+        let st = lock(&self.state);
+        let mut errors: Vec<(&str, Value)> = Vec::new();
+        match body.get("name") {
+            None if !partial => errors.push(("name", json!(["This field is required."]))),
+            Some(Value::String(n)) if n.is_empty() => {
+                errors.push(("name", json!(["This field may not be blank."])))
+            }
+            Some(Value::String(n))
+                if st
+                    .instances
+                    .iter()
+                    .any(|i| i.name == *n && Some(&i.pk) != existing.map(|e| &e.pk)) =>
+            {
+                errors.push((
+                    "name",
+                    json!(["blueprint instance with this name already exists."]),
+                ));
+            }
+            Some(Value::String(_)) => {}
+            Some(Value::Null) => errors.push(("name", json!(["This field may not be null."]))),
+            Some(_) => errors.push(("name", json!(["Not a valid string."]))),
+            None => {}
+        }
+        if let Some(c) = body.get("context") {
+            if !c.is_object() {
+                errors.push((
+                    "context",
+                    json!(["Value must be a dictionary, and not have any duplicate keys."]),
+                ));
+            }
+        }
+        if let Some(p) = body.get("path").and_then(Value::as_str) {
+            if !p.is_empty() && !p.starts_with("oci://") {
+                errors.push(("path", json!(["Blueprint file does not exist"])));
+            }
+        }
+        let content = body.get("content");
+        let validation_context = existing
+            .and_then(|e| e.context.as_object().cloned())
+            .unwrap_or_default();
+        drop(st);
+        match content {
+            Some(Value::String(c)) if !c.is_empty() => {
+                let mut scratch = lock(&self.state).store.clone();
+                if let Err(logs) = self.run_blueprint(c, &validation_context, &mut scratch) {
+                    let mut lines = vec![json!("Failed to validate blueprint")];
+                    lines.extend(logs.iter().map(|l| json!(format!("- {}", l.event))));
+                    errors.push(("content", Value::Array(lines)));
+                }
+            }
+            Some(Value::String(_)) | None => {}
+            Some(_) => errors.push(("content", json!(["Not a valid string."]))),
+        }
+        if errors.is_empty() {
+            let path = body
+                .get("path")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| existing.map(|e| e.path.clone()))
+                .unwrap_or_default();
+            let content = content
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| existing.map(|e| e.content.clone()))
+                .unwrap_or_default();
+            if path.is_empty() && content.is_empty() {
+                errors.push((
+                    "non_field_errors",
+                    json!(["Either path or content must be set."]),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(field_errors(errors))
+        }
+    }
+
+    fn create_instance(&self, req: &Request) -> Response {
+        let Some(Value::Object(body)) = req.json() else {
+            return field_errors(vec![(
+                "non_field_errors",
+                json!(["Invalid data. Expected a dictionary, but got str."]),
+            )]);
+        };
+        if let Err(resp) = self.validate_instance(&body, None, false) {
+            return resp;
+        }
+        let instance = Instance {
+            pk: uuid4(),
+            name: body["name"].as_str().unwrap_or("").to_string(),
+            path: body
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            context: body.get("context").cloned().unwrap_or(json!({})),
+            last_applied: now_rfc3339(),
+            last_applied_hash: String::new(),
+            status: "unknown".into(),
+            enabled: body.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+            managed_models: Vec::new(),
+            metadata: json!({}),
+            content: body
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        };
+        let out = instance.to_json();
+        lock(&self.state).instances.push(instance);
+        Response::json(201, &out)
+    }
+
+    fn update_instance(&self, req: &Request, pk: &str, partial: bool) -> Response {
+        let Some(existing) = lock(&self.state)
+            .instances
+            .iter()
+            .find(|i| i.pk == pk)
+            .cloned()
+        else {
+            return not_found();
+        };
+        let Some(Value::Object(body)) = req.json() else {
+            return field_errors(vec![(
+                "non_field_errors",
+                json!(["Invalid data. Expected a dictionary, but got str."]),
+            )]);
+        };
+        if let Err(resp) = self.validate_instance(&body, Some(&existing), partial) {
+            return resp;
+        }
+        let mut st = lock(&self.state);
+        let Some(i) = st.instances.iter_mut().find(|i| i.pk == pk) else {
+            return not_found();
+        };
+        if let Some(n) = body.get("name").and_then(Value::as_str) {
+            i.name = n.to_string();
+        }
+        if let Some(p) = body.get("path").and_then(Value::as_str) {
+            i.path = p.to_string();
+        }
+        if let Some(c) = body.get("context") {
+            i.context = c.clone();
+        }
+        if let Some(e) = body.get("enabled").and_then(Value::as_bool) {
+            i.enabled = e;
+        }
+        if let Some(c) = body.get("content").and_then(Value::as_str) {
+            i.content = c.to_string();
+        }
+        Response::json(200, &i.to_json())
+    }
+
+    /// `POST .../{pk}/apply/`: applies now (authentik queues a task; the stand-in runs it before
+    /// answering so the returned status is final) and returns the instance.
+    fn apply_instance(&self, pk: &str) -> Response {
+        let Some(instance) = lock(&self.state)
+            .instances
+            .iter()
+            .find(|i| i.pk == pk)
+            .cloned()
+        else {
+            return not_found();
+        };
+        if !instance.enabled {
+            return Response::json(200, &instance.to_json());
+        }
+        let context = instance.context.as_object().cloned().unwrap_or_default();
+        let mut st = lock(&self.state);
+        let mut tx = st.store.clone();
+        let result = self.run_blueprint(&instance.content, &context, &mut tx);
+        let i = st
+            .instances
+            .iter_mut()
+            .find(|i| i.pk == pk)
+            .expect("instance exists");
+        i.last_applied = now_rfc3339();
+        match result {
+            Ok(outcome) => {
+                i.status = "successful".into();
+                i.last_applied_hash = hex(&Sha512::digest(instance.content.as_bytes()));
+                i.managed_models = outcome.models;
+                i.metadata = outcome.metadata;
+                let out = i.to_json();
+                st.store = tx;
+                st.applied_count += 1;
+                Response::json(200, &out)
+            }
+            Err(_) => {
+                i.status = "error".into();
+                Response::json(200, &i.to_json())
+            }
+        }
+    }
+
+    /// The import endpoint of the version: multipart field `file`; always HTTP 200
+    /// `{success, logs}` once a file is there.
+    fn import(&self, req: &Request) -> Response {
+        let Some(file) = multipart_file(req) else {
+            return Response::json(400, &json!({"logs": [], "success": false}));
+        };
+        let content = String::from_utf8_lossy(&file).into_owned();
+        let mut st = lock(&self.state);
+        let mut tx = st.store.clone();
+        let (success, logs) = match self.run_blueprint(&content, &Map::new(), &mut tx) {
+            Ok(outcome) => {
+                st.store = tx;
+                st.applied_count += 1;
+                (true, outcome.logs)
+            }
+            Err(logs) => (false, logs),
+        };
+        Response::json(
+            200,
+            &json!({"success": success, "logs": logs.iter().map(LogEvent::to_json).collect::<Vec<_>>()}),
+        )
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The content of the multipart/form-data field `file`.
+fn multipart_file(req: &Request) -> Option<Vec<u8>> {
+    let ct = req.header("content-type")?;
+    if !ct.to_ascii_lowercase().starts_with("multipart/form-data") {
+        return None;
+    }
+    let boundary = ct
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("boundary="))
+        .next()?
+        .trim_matches('"');
+    let delim = format!("--{boundary}");
+    let body = &req.body;
+    let positions: Vec<usize> = find_all(body, delim.as_bytes());
+    for w in positions.windows(2) {
+        let part = &body[w[0] + delim.len()..w[1]];
+        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        let split = find_all(part, b"\r\n\r\n").first().copied()?;
+        let head = String::from_utf8_lossy(&part[..split]).to_ascii_lowercase();
+        let is_file = head
+            .lines()
+            .any(|l| l.starts_with("content-disposition") && l.contains("name=\"file\""));
+        if is_file {
+            let data = &part[split + 4..];
+            let data = data.strip_suffix(b"\r\n").unwrap_or(data);
+            return Some(data.to_vec());
+        }
+    }
+    None
+}
+
+fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return Vec::new();
+    }
+    (0..=hay.len() - needle.len())
+        .filter(|&i| &hay[i..i + needle.len()] == needle)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The importer.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct LogEvent {
+    level: &'static str,
+    event: String,
+}
+
+impl LogEvent {
+    fn new(level: &'static str, event: impl Into<String>) -> Self {
+        LogEvent {
+            level,
+            event: event.into(),
+        }
+    }
+    fn to_json(&self) -> Value {
+        json!({
+            "timestamp": now_rfc3339(),
+            "log_level": self.level,
+            "logger": "authentik.blueprints.v1.importer",
+            "event": self.event,
+            "attributes": {},
+        })
+    }
+}
+
+struct Applied {
+    models: Vec<String>,
+    metadata: Value,
+    logs: Vec<LogEvent>,
+}
+
+/// Everything a tag may look at while an entry resolves.
+struct Resolver<'a> {
+    rules: Rules,
+    store: &'a Store,
+    context: &'a Map<String, Value>,
+    /// entry `id` → (model, pk, pbm_uuid) of earlier entries' instances
+    keys: &'a HashMap<String, (String, Value, Option<Value>)>,
+    entry_model: String,
+    /// `!Enumerate` contexts, innermost last: (index or key, value)
+    enumerate: Vec<(Value, Value)>,
+}
+
+impl Inner {
+    /// Loads, validates and applies `content` on `store` (the caller decides whether to keep
+    /// it). `Err(logs)` when invalid, with authentik's log events.
+    fn run_blueprint(
+        &self,
+        content: &str,
+        instance_context: &Map<String, Value>,
+        store: &mut Store,
+    ) -> Result<Applied, Vec<LogEvent>> {
+        let fail = |mut logs: Vec<LogEvent>, e: String| {
+            logs.push(LogEvent::new("warning", e));
+            logs.push(LogEvent::new("warning", "Blueprint validation failed"));
+            logs
+        };
+        let doc: Yaml = serde_yaml::from_str(content).map_err(|e| {
+            vec![LogEvent::new(
+                "error",
+                format!("Failed to load blueprint: {e}"),
+            )]
+        })?;
+        check_tags(&doc, self.rules).map_err(|e| vec![LogEvent::new("error", e)])?;
+        let Yaml::Mapping(top) = &doc else {
+            return Err(vec![LogEvent::new(
+                "error",
+                "wrong value type for field \"Blueprint\" - should be \"dict\"",
+            )]);
+        };
+        let version = top.get("version").map(plain).unwrap_or(json!(1));
+        if version != json!(1) {
+            return Err(vec![LogEvent::new("warning", "Invalid blueprint version")]);
+        }
+        let entries = match top.get("entries") {
+            None => Vec::new(),
+            Some(Yaml::Sequence(s)) => s.clone(),
+            Some(_) => {
+                return Err(vec![LogEvent::new(
+                    "error",
+                    "wrong value type for field \"entries\" - should be \"list\"",
+                )])
+            }
+        };
+        let mut context = match top.get("context").map(plain) {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        context.insert("goauthentik.io/enterprise/licensed".into(), json!(false));
+        for (k, v) in instance_context {
+            context.insert(k.clone(), v.clone());
+        }
+        let metadata = match top.get("metadata").map(plain) {
+            Some(Value::Object(m)) => json!({
+                "name": m.get("name").cloned().unwrap_or(json!("")),
+                "labels": m.get("labels").cloned().unwrap_or(json!({})),
+            }),
+            _ => json!({}),
+        };
+
+        let mut logs = Vec::new();
+        let mut keys: HashMap<String, (String, Value, Option<Value>)> = HashMap::new();
+        let mut models = Vec::new();
+        for raw in &entries {
+            let Yaml::Mapping(entry) = raw else {
+                return Err(fail(logs, "wrong value type for field \"entries\"".into()));
+            };
+            let Some(model_raw) = entry.get("model") else {
+                return Err(fail(logs, "missing value for field \"model\"".into()));
+            };
+            let mut r = Resolver {
+                rules: self.rules,
+                store,
+                context: &context,
+                keys: &keys,
+                entry_model: String::new(),
+                enumerate: Vec::new(),
+            };
+            let model = match r.resolve(model_raw) {
+                Ok(Value::String(m)) => m.to_ascii_lowercase(),
+                Ok(other) => other.to_string(),
+                Err(e) => return Err(fail(logs, format!("Entry invalid: {e}"))),
+            };
+            r.entry_model = model.clone();
+            // Conditions: every one must be truthy, else the entry is skipped.
+            if let Some(conds) = entry.get("conditions") {
+                let resolved = r
+                    .resolve(conds)
+                    .map_err(|e| fail(logs.clone(), format!("Entry invalid: {e}")))?;
+                let all = match resolved {
+                    Value::Array(items) => items.iter().all(truthy),
+                    other => truthy(&other),
+                };
+                if !all {
+                    logs.push(LogEvent::new(
+                        "debug",
+                        "One or more conditions of this entry are not fulfilled, skipping",
+                    ));
+                    continue;
+                }
+            }
+            if !known_model(&model) {
+                let (app, name) = model.split_once('.').unwrap_or((&model, ""));
+                logs.push(LogEvent::new(
+                    "warning",
+                    format!("App or Model does not exist: app={app} model={name}"),
+                ));
+                logs.push(LogEvent::new("warning", "Blueprint validation failed"));
+                return Err(logs);
+            }
+            let state = match entry.get("state").map(|s| r.resolve(s)) {
+                None => "present".to_string(),
+                Some(Ok(Value::String(s)))
+                    if ["present", "created", "must_created", "absent"].contains(&s.as_str()) =>
+                {
+                    s
+                }
+                Some(Ok(other)) => {
+                    return Err(fail(
+                        logs,
+                        format!("Entry invalid: {other} is not a valid BlueprintEntryDesiredState"),
+                    ))
+                }
+                Some(Err(e)) => return Err(fail(logs, format!("Entry invalid: {e}"))),
+            };
+            let identifiers = match entry.get("identifiers").map(|v| r.resolve(v)) {
+                None => Map::new(),
+                Some(Ok(Value::Object(m))) => m,
+                Some(Ok(_)) => {
+                    return Err(fail(
+                        logs,
+                        "wrong value type for field \"identifiers\"".into(),
+                    ))
+                }
+                Some(Err(e)) => return Err(fail(logs, format!("Entry invalid: {e}"))),
+            };
+            let attrs = match entry.get("attrs").map(|v| r.resolve(v)) {
+                None | Some(Ok(Value::Null)) => Map::new(),
+                Some(Ok(Value::Object(m))) => m,
+                Some(Ok(_)) => {
+                    return Err(fail(logs, "wrong value type for field \"attrs\"".into()))
+                }
+                Some(Err(e)) => return Err(fail(logs, format!("Entry invalid: {e}"))),
+            };
+            let id = entry
+                .get("id")
+                .map(plain)
+                .and_then(|v| v.as_str().map(str::to_string));
+            drop(r);
+
+            if identifiers.is_empty() {
+                return Err(fail(
+                    logs,
+                    "Entry invalid: No or invalid identifiers".into(),
+                ));
+            }
+            // pk OR (all other identifiers), as authentik's __query_from_identifier.
+            let existing_idx = store.objects.iter().position(|o| {
+                o.model == model
+                    && (identifiers
+                        .get("pk")
+                        .is_some_and(|pk| field_matches(o, "pk", pk))
+                        || {
+                            let others: Vec<_> =
+                                identifiers.iter().filter(|(k, _)| *k != "pk").collect();
+                            !others.is_empty() && others.iter().all(|(k, v)| field_matches(o, k, v))
+                        })
+            });
+            if state == "absent" {
+                if let Some(i) = existing_idx {
+                    store.objects.remove(i);
+                    logs.push(LogEvent::new("debug", "Deleted model"));
+                }
+                continue;
+            }
+            if state == "must_created" && existing_idx.is_some() {
+                return Err(fail(
+                    logs,
+                    "Entry invalid: State is set to must_created and object exists already".into(),
+                ));
+            }
+            let mut data = attrs.clone();
+            for (k, v) in &identifiers {
+                data.insert(k.clone(), v.clone());
+            }
+            let existing = existing_idx.map(|i| store.objects[i].clone());
+            if let Err(errs) = self.validate_model(&model, &data, existing.as_ref(), store) {
+                return Err(fail(
+                    logs,
+                    format!("Entry invalid: Serializer errors {errs}"),
+                ));
+            }
+            let pk = match (existing_idx, state.as_str()) {
+                (Some(i), "created") => {
+                    logs.push(LogEvent::new("debug", "Instance exists, skipping"));
+                    store.objects[i].pk()
+                }
+                (Some(i), _) => {
+                    for (k, v) in data {
+                        store.objects[i].fields.insert(k, v);
+                    }
+                    logs.push(LogEvent::new("debug", "Updated model"));
+                    store.objects[i].pk()
+                }
+                (None, _) => {
+                    let data = self.with_creation_defaults(&model, data);
+                    logs.push(LogEvent::new(
+                        "debug",
+                        "Initialised new serializer instance",
+                    ));
+                    store.insert(&model, data)
+                }
+            };
+            if !models.contains(&model) {
+                models.push(model.clone());
+            }
+            if let Some(id) = id {
+                let pbm = store
+                    .find(&model, "pk", &pk)
+                    .and_then(|o| o.get("pbm_uuid").cloned());
+                keys.insert(id, (model.clone(), pk, pbm));
+            }
+        }
+        Ok(Applied {
+            models,
+            metadata,
+            logs,
+        })
+    }
+
+    /// Defaults authentik fills when an object is created.
+    fn with_creation_defaults(
+        &self,
+        model: &str,
+        mut data: Map<String, Value>,
+    ) -> Map<String, Value> {
+        match model {
+            OAUTH2_PROVIDER => {
+                data.entry("client_id")
+                    .or_insert_with(|| json!(random_token(40)));
+                data.entry("client_secret")
+                    .or_insert_with(|| json!(random_token(128)));
+                if self.rules.grant_types() {
+                    // A blueprint-created provider without grant_types gets [] (CONTRACTS.md §2).
+                    data.entry("grant_types").or_insert_with(|| json!([]));
+                }
+                if self.rules.redirect_uri_type() {
+                    if let Some(Value::Array(items)) = data.get_mut("redirect_uris") {
+                        for item in items {
+                            if let Value::Object(m) = item {
+                                m.entry("redirect_uri_type")
+                                    .or_insert_with(|| json!("authorization"));
+                            }
+                        }
+                    }
+                }
+            }
+            APPLICATION => {
+                data.entry("pbm_uuid").or_insert_with(|| json!(uuid4()));
+            }
+            _ => {}
+        }
+        data
+    }
+}
+
+/// Models the stand-in knows by name. Apps listed here accept only these models; any other
+/// `authentik_*` app accepts any model name (checked leniently, no serializer rules).
+const KNOWN_MODELS: &[(&str, &[&str])] = &[
+    (
+        "authentik_core",
+        &[
+            "application",
+            "group",
+            "user",
+            "token",
+            "propertymapping",
+            "source",
+            "applicationentitlement",
+        ],
+    ),
+    ("authentik_flows", &["flow", "flowstagebinding"]),
+    ("authentik_policies", &["policybinding"]),
+    ("authentik_crypto", &["certificatekeypair"]),
+    (
+        "authentik_providers_oauth2",
+        &["oauth2provider", "scopemapping"],
+    ),
+    ("authentik_rbac", &["role", "initialpermissions"]),
+    (
+        "authentik_blueprints",
+        &["blueprintinstance", "metaapplyblueprint"],
+    ),
+];
+
+fn known_model(model: &str) -> bool {
+    let Some((app, name)) = model.split_once('.') else {
+        return false;
+    };
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let Some(app_rest) = app.strip_prefix("authentik_") else {
+        return false;
+    };
+    if !ident(app_rest) || !ident(name) {
+        return false;
+    }
+    match KNOWN_MODELS.iter().find(|(a, _)| *a == app) {
+        Some((_, models)) => models.contains(&name),
+        None => true,
+    }
+}
+
+/// Load-time checks of PyYAML with authentik's constructors: unknown tags (or tags this version
+/// lacks) have no constructor, and each constructor expects its node kind.
+fn check_tags(v: &Yaml, rules: Rules) -> Result<(), String> {
+    match v {
+        Yaml::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            if !rules.has_tag(name) {
+                return Err(format!(
+                    "could not determine a constructor for the tag '{tag}'"
+                ));
+            }
+            let is_seq = matches!(t.value, Yaml::Sequence(_));
+            let is_scalar = matches!(
+                t.value,
+                Yaml::Null | Yaml::Bool(_) | Yaml::Number(_) | Yaml::String(_)
+            );
+            let ok = match name {
+                "KeyOf" | "ParseJSON" | "Index" | "Value" => is_scalar,
+                "Env" | "File" | "Context" => is_scalar || is_seq,
+                _ => is_seq,
+            };
+            if !ok {
+                let found = match t.value {
+                    Yaml::Sequence(_) => "a sequence node",
+                    Yaml::Mapping(_) => "a mapping node",
+                    _ => "a scalar node",
+                };
+                return Err(format!("{tag}: cannot construct from {found}"));
+            }
+            check_tags(&t.value, rules)
+        }
+        Yaml::Sequence(s) => s.iter().try_for_each(|i| check_tags(i, rules)),
+        Yaml::Mapping(m) => m.iter().try_for_each(|(k, v)| {
+            check_tags(k, rules)?;
+            check_tags(v, rules)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A YAML value without tags as JSON (tags become null; used for plain fields).
+fn plain(v: &Yaml) -> Value {
+    match v {
+        Yaml::Null | Yaml::Tagged(_) => Value::Null,
+        Yaml::Bool(b) => json!(b),
+        Yaml::Number(n) => number(n),
+        Yaml::String(s) => json!(s),
+        Yaml::Sequence(s) => Value::Array(s.iter().map(plain).collect()),
+        Yaml::Mapping(m) => {
+            Value::Object(m.iter().map(|(k, v)| (key_string(k), plain(v))).collect())
+        }
+    }
+}
+
+fn number(n: &serde_yaml::Number) -> Value {
+    if let Some(i) = n.as_i64() {
+        json!(i)
+    } else if let Some(u) = n.as_u64() {
+        json!(u)
+    } else {
+        json!(n.as_f64().unwrap_or(0.0))
+    }
+}
+
+fn key_string(k: &Yaml) -> String {
+    match plain(k) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// Python truthiness.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Python `str()` of a value (for `!Format`).
+fn py_str(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(o) => format!(
+            "{{{}}}",
+            o.iter()
+                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn py_repr(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("'{s}'"),
+        other => py_str(other),
+    }
+}
+
+/// Python `%` formatting with `%s`, `%d`, `%i`, `%r` and `%%`.
+fn py_format(fmt: &str, args: &[Value]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut it = fmt.chars().peekable();
+    let mut used = 0;
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('%') => out.push('%'),
+            Some(spec @ ('s' | 'd' | 'i' | 'r')) => {
+                let arg = args
+                    .get(used)
+                    .ok_or_else(|| "not enough arguments for format string".to_string())?;
+                used += 1;
+                match spec {
+                    'r' => out.push_str(&py_repr(arg)),
+                    'd' | 'i' => match arg.as_f64() {
+                        Some(f) => out.push_str(&format!("{}", f.trunc() as i64)),
+                        None => {
+                            return Err(format!(
+                                "%{spec} format: a real number is required, not {}",
+                                py_type(arg)
+                            ))
+                        }
+                    },
+                    _ => out.push_str(&py_str(arg)),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unsupported format character '{}'",
+                    other.map(String::from).unwrap_or_default()
+                ))
+            }
+        }
+    }
+    if used < args.len() {
+        return Err("not all arguments converted during string formatting".into());
+    }
+    Ok(out)
+}
+
+fn py_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+impl Resolver<'_> {
+    /// Resolves tags depth-first, lazily where authentik is lazy (`!If` branches, `!Enumerate`
+    /// bodies).
+    fn resolve(&mut self, v: &Yaml) -> Result<Value, String> {
+        match v {
+            Yaml::Tagged(t) => {
+                let tag = t.tag.to_string();
+                self.tag(tag.trim_start_matches('!'), &t.value)
+            }
+            Yaml::Sequence(s) => s
+                .iter()
+                .map(|i| self.resolve(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            Yaml::Mapping(m) => {
+                let mut out = Map::new();
+                for (k, v) in m {
+                    let key = match self.resolve(k)? {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    out.insert(key, self.resolve(v)?);
+                }
+                Ok(Value::Object(out))
+            }
+            other => Ok(plain(other)),
+        }
+    }
+
+    fn seq<'b>(&self, v: &'b Yaml) -> &'b [Yaml] {
+        match v {
+            Yaml::Sequence(s) => s,
+            _ => &[],
+        }
+    }
+
+    /// Scalar or `[key, default]` (Env, File, Context).
+    fn key_and_default(&mut self, v: &Yaml) -> Result<(String, Value), String> {
+        match v {
+            Yaml::Sequence(s) => {
+                let key = s
+                    .first()
+                    .map(|k| self.resolve(k))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                let default = s
+                    .get(1)
+                    .map(|d| self.resolve(d))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                Ok((py_str(&key), default))
+            }
+            other => Ok((py_str(&plain(other)), Value::Null)),
+        }
+    }
+
+    fn tag(&mut self, name: &str, v: &Yaml) -> Result<Value, String> {
+        match name {
+            "KeyOf" => {
+                let id = py_str(&plain(v));
+                match self.keys.get(&id) {
+                    Some((model, pk, pbm)) => {
+                        // Policy bindings point at the PolicyBindingModel's pbm_uuid.
+                        if self.entry_model == POLICY_BINDING && model == APPLICATION {
+                            Ok(pbm.clone().unwrap_or_else(|| pk.clone()))
+                        } else {
+                            Ok(pk.clone())
+                        }
+                    }
+                    None => Err(format!(
+                        "KeyOf: failed to find entry with `id` of `{id}` and a model instance"
+                    )),
+                }
+            }
+            "Env" => {
+                let (key, default) = self.key_and_default(v)?;
+                Ok(std::env::var(&key)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .map(Value::String)
+                    .unwrap_or(default))
+            }
+            "File" => {
+                let (path, default) = self.key_and_default(v)?;
+                Ok(std::fs::read_to_string(&path)
+                    .map(|s| Value::String(s.trim().to_string()))
+                    .unwrap_or(default))
+            }
+            "Context" => {
+                let (key, default) = self.key_and_default(v)?;
+                Ok(self.context.get(&key).cloned().unwrap_or(default))
+            }
+            "ParseJSON" => {
+                let raw = py_str(&plain(v));
+                serde_json::from_str(&raw).map_err(|e| e.to_string())
+            }
+            "Format" => {
+                let items = self.seq(v);
+                let fmt = items
+                    .first()
+                    .map(|f| self.resolve(f))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                let args = items[1.min(items.len())..]
+                    .iter()
+                    .map(|a| self.resolve(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                py_format(&py_str(&fmt), &args).map(Value::String)
+            }
+            "Find" | "FindObject" => {
+                let items = self.seq(v);
+                let model = items
+                    .first()
+                    .map(|m| self.resolve(m))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                let model = py_str(&model).to_ascii_lowercase();
+                let known =
+                    self.store.objects.iter().any(|o| o.model == model) || known_model(&model);
+                if !known {
+                    let (app, m) = model.split_once('.').unwrap_or((&model, ""));
+                    return Err(format!("App '{app}' doesn't have a '{m}' model."));
+                }
+                let mut conds = Vec::new();
+                for c in &items[1.min(items.len())..] {
+                    let pair = self.resolve(c)?;
+                    let (k, val) = match &pair {
+                        Value::Array(p) if p.len() == 2 => (py_str(&p[0]), p[1].clone()),
+                        _ => return Err(format!("Invalid !Find condition: {}", py_str(&pair))),
+                    };
+                    conds.push((k, val));
+                }
+                let found = self
+                    .store
+                    .of(&model)
+                    .find(|o| conds.iter().all(|(k, val)| field_matches(o, k, val)));
+                Ok(match (name, found) {
+                    (_, None) => Value::Null,
+                    ("Find", Some(o)) => o.pk(),
+                    (_, Some(o)) => Value::Object(o.fields.clone()),
+                })
+            }
+            "Condition" => {
+                let items = self.seq(v);
+                let mode = items
+                    .first()
+                    .map(|m| self.resolve(m))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                let args: Vec<bool> = items[1.min(items.len())..]
+                    .iter()
+                    .map(|a| self.resolve(a).map(|x| truthy(&x)))
+                    .collect::<Result<_, _>>()?;
+                if args.is_empty() {
+                    return Err("At least one value is required after mode selection.".into());
+                }
+                let xor = || args.iter().fold(false, |acc, b| acc ^ b);
+                let r = match py_str(&mode).to_ascii_uppercase().as_str() {
+                    "AND" => args.iter().all(|b| *b),
+                    "NAND" => !args.iter().all(|b| *b),
+                    "OR" => args.iter().any(|b| *b),
+                    "NOR" => !args.iter().any(|b| *b),
+                    "XOR" => xor(),
+                    "XNOR" => !xor(),
+                    other => return Err(format!("'{other}'")),
+                };
+                Ok(json!(r))
+            }
+            "If" => {
+                let items = self.seq(v);
+                let cond = items
+                    .first()
+                    .map(|c| self.resolve(c))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                if items.len() == 1 {
+                    return Ok(json!(truthy(&cond)));
+                }
+                let branch = if truthy(&cond) {
+                    items.get(1)
+                } else {
+                    items.get(2)
+                };
+                branch
+                    .map(|b| self.resolve(b))
+                    .transpose()
+                    .map(|o| o.unwrap_or(Value::Null))
+            }
+            "Enumerate" => {
+                let items = self.seq(v);
+                if items.len() < 3 {
+                    return Err("Enumerate needs [iterable, SEQ|MAP, body]".into());
+                }
+                let iterable = self.resolve(&items[0])?;
+                let mode = py_str(&self.resolve(&items[1])?).to_ascii_uppercase();
+                let pairs: Vec<(Value, Value)> = match iterable {
+                    Value::Array(a) => a
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, x)| (json!(i), x))
+                        .collect(),
+                    Value::Object(o) => o.into_iter().map(|(k, x)| (json!(k), x)).collect(),
+                    Value::String(s) => s
+                        .chars()
+                        .enumerate()
+                        .map(|(i, c)| (json!(i), json!(c.to_string())))
+                        .collect(),
+                    _ => return Err(
+                        "Enumerate's iterable must be an iterable such as a sequence or a mapping"
+                            .into(),
+                    ),
+                };
+                let mut seq_out = Vec::new();
+                let mut map_out = Map::new();
+                for pair in pairs {
+                    self.enumerate.push(pair);
+                    let body = self.resolve(&items[2]);
+                    self.enumerate.pop();
+                    let body = body?;
+                    match mode.as_str() {
+                        "SEQ" => seq_out.push(body),
+                        "MAP" => match body {
+                            Value::Array(kv) if kv.len() == 2 => {
+                                map_out.insert(py_str(&kv[0]), kv[1].clone());
+                            }
+                            Value::Object(o) => map_out.extend(o),
+                            other => {
+                                return Err(format!(
+                                    "Invalid Enumerate item found: {}",
+                                    py_str(&other)
+                                ))
+                            }
+                        },
+                        other => return Err(format!("'{other}'")),
+                    }
+                }
+                Ok(if mode == "SEQ" {
+                    Value::Array(seq_out)
+                } else {
+                    Value::Object(map_out)
+                })
+            }
+            "Index" | "Value" => {
+                let depth = plain(v).as_u64().unwrap_or(0) as usize;
+                if self.enumerate.is_empty() {
+                    return Err(format!(
+                        "{name} tags are only usable inside an Enumerate tag"
+                    ));
+                }
+                let ctx = self
+                    .enumerate
+                    .len()
+                    .checked_sub(depth + 1)
+                    .and_then(|i| self.enumerate.get(i))
+                    .ok_or_else(|| {
+                        format!(
+                            "{name} tag: invalid depth: {depth}. Max depth: {}",
+                            self.enumerate.len() - 1
+                        )
+                    })?;
+                Ok(if name == "Index" {
+                    ctx.0.clone()
+                } else {
+                    ctx.1.clone()
+                })
+            }
+            "AtIndex" => {
+                let items = self.seq(v);
+                let obj = items
+                    .first()
+                    .map(|o| self.resolve(o))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                let attr = items
+                    .get(1)
+                    .map(|a| self.resolve(a))
+                    .transpose()?
+                    .unwrap_or(Value::Null);
+                let default = items.get(2).map(|d| self.resolve(d)).transpose()?;
+                let found = match (&obj, &attr) {
+                    (Value::Array(a), Value::Number(n)) => {
+                        let i = n.as_i64().unwrap_or(0);
+                        let idx = if i < 0 { a.len() as i64 + i } else { i };
+                        usize::try_from(idx).ok().and_then(|i| a.get(i)).cloned()
+                    }
+                    (Value::Array(_), other) => {
+                        return Err(format!("Invalid index for list: {}", py_str(other)))
+                    }
+                    (Value::Object(o), k) => o.get(&py_str(k)).cloned(),
+                    _ => None,
+                };
+                match (found, default) {
+                    (Some(v), _) => Ok(v),
+                    (None, Some(d)) => Ok(d),
+                    (None, None) if obj.is_array() => {
+                        Err(format!("Index out of range: {}", py_str(&attr)))
+                    }
+                    (None, None) => Err(format!("Key does not exist: {}", py_str(&attr))),
+                }
+            }
+            other => Err(format!(
+                "could not determine a constructor for the tag '!{other}'"
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serializer checks, with Django REST's messages.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    /// A string that may not be blank.
+    NonBlank,
+    Bool,
+    Int,
+    Slug,
+    Choice(&'static [&'static str]),
+    /// Primary key of an object of that model; `true` = nullable.
+    Ref(&'static str, bool),
+    /// List of primary keys of objects of that model.
+    Refs(&'static str),
+    /// "hours=1;minutes=2"
+    Duration,
+    RedirectUris,
+    GrantTypes,
+    Any,
+}
+
+struct FieldSpec {
+    name: &'static str,
+    kind: Kind,
+    required: bool,
+}
+
+const fn f(name: &'static str, kind: Kind, required: bool) -> FieldSpec {
+    FieldSpec {
+        name,
+        kind,
+        required,
+    }
+}
+
+const SUB_MODES: &[&str] = &[
+    "hashed_user_id",
+    "user_id",
+    "user_uuid",
+    "user_username",
+    "user_email",
+    "user_upn",
+];
+const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "implicit",
+    "hybrid",
+    "refresh_token",
+    "client_credentials",
+    "password",
+    "urn:ietf:params:oauth:grant-type:device_code",
+];
+
+/// The writable fields of the models checked strictly; other `authentik_*` models pass.
+fn model_fields(model: &str, rules: Rules) -> Option<Vec<FieldSpec>> {
+    match model {
+        OAUTH2_PROVIDER => {
+            let mut v = vec![
+                f("name", Kind::NonBlank, true),
+                f("authentication_flow", Kind::Ref(FLOW, true), false),
+                f("authorization_flow", Kind::Ref(FLOW, false), true),
+                f("property_mappings", Kind::Refs(SCOPE_MAPPING), false),
+                f(
+                    "client_type",
+                    Kind::Choice(&["confidential", "public"]),
+                    false,
+                ),
+                f("client_id", Kind::NonBlank, false),
+                f("client_secret", Kind::Str, false),
+                f("access_code_validity", Kind::Duration, false),
+                f("access_token_validity", Kind::Duration, false),
+                f("refresh_token_validity", Kind::Duration, false),
+                f("refresh_token_threshold", Kind::Duration, false),
+                f("include_claims_in_id_token", Kind::Bool, false),
+                f("signing_key", Kind::Ref(KEYPAIR, true), false),
+                f("encryption_key", Kind::Ref(KEYPAIR, true), false),
+                f("redirect_uris", Kind::RedirectUris, false),
+                f("sub_mode", Kind::Choice(SUB_MODES), false),
+                f(
+                    "issuer_mode",
+                    Kind::Choice(&["global", "per_provider"]),
+                    false,
+                ),
+                f("jwks_sources", Kind::Any, false),
+                f("jwt_federation_sources", Kind::Any, false),
+                f("jwt_federation_providers", Kind::Any, false),
+                f("logout_uri", Kind::Str, false),
+                f(
+                    "logout_method",
+                    Kind::Choice(&["backchannel", "frontchannel"]),
+                    false,
+                ),
+            ];
+            if rules.invalidation_flow() {
+                v.push(f("invalidation_flow", Kind::Ref(FLOW, false), true));
+            }
+            if rules.grant_types() {
+                v.push(f("grant_types", Kind::GrantTypes, false));
+            }
+            Some(v)
+        }
+        APPLICATION => Some(vec![
+            f("name", Kind::NonBlank, true),
+            f("slug", Kind::Slug, true),
+            f("provider", Kind::Ref(OAUTH2_PROVIDER, true), false),
+            f("backchannel_providers", Kind::Any, false),
+            f("open_in_new_tab", Kind::Bool, false),
+            f("meta_launch_url", Kind::Str, false),
+            f("meta_icon", Kind::Any, false),
+            f("meta_description", Kind::Str, false),
+            f("meta_publisher", Kind::Str, false),
+            f("policy_engine_mode", Kind::Choice(&["all", "any"]), false),
+            f("group", Kind::Str, false),
+        ]),
+        POLICY_BINDING => Some(vec![
+            f("target", Kind::Any, true),
+            f("policy", Kind::Any, false),
+            f("group", Kind::Ref(GROUP, true), false),
+            f("user", Kind::Any, false),
+            f("order", Kind::Int, true),
+            f("enabled", Kind::Bool, false),
+            f("negate", Kind::Bool, false),
+            f("timeout", Kind::Int, false),
+            f("failure_result", Kind::Bool, false),
+        ]),
+        _ => None,
+    }
+}
+
+/// One DRF error detail.
+fn ed(msg: &str, code: &str) -> String {
+    format!("ErrorDetail(string={}, code='{code}')", py_quote(msg))
+}
+
+fn py_quote(s: &str) -> String {
+    if s.contains('\'') && !s.contains('"') {
+        format!("\"{s}\"")
+    } else {
+        format!("'{}'", s.replace('\'', "\\'"))
+    }
+}
+
+fn valid_duration(s: &str) -> bool {
+    let units = [
+        "weeks",
+        "days",
+        "hours",
+        "minutes",
+        "seconds",
+        "milliseconds",
+        "microseconds",
+    ];
+    !s.is_empty()
+        && s.split(';').filter(|p| !p.is_empty()).all(|p| {
+            p.split_once('=')
+                .is_some_and(|(k, v)| units.contains(&k.trim()) && v.trim().parse::<f64>().is_ok())
+        })
+}
+
+impl Inner {
+    /// Django REST's field checks for the strict models; `Err` is the rendered error dict.
+    fn validate_model(
+        &self,
+        model: &str,
+        data: &Map<String, Value>,
+        existing: Option<&Obj>,
+        store: &Store,
+    ) -> Result<(), String> {
+        let Some(specs) = model_fields(model, self.rules) else {
+            return Ok(());
+        };
+        let partial = existing.is_some();
+        let mut errors: Vec<(String, Vec<String>)> = Vec::new();
+        for (key, _) in data.iter() {
+            if key != "pk" && !specs.iter().any(|s| s.name == key) {
+                errors.push((
+                    key.clone(),
+                    vec![ed(
+                        &format!(
+                            "Unknown field for authentik {} (stand-in strictness: this version's serializer has no such field).",
+                            self.version_string()
+                        ),
+                        "unknown_field",
+                    )],
+                ));
+            }
+        }
+        for spec in &specs {
+            let Some(value) = data.get(spec.name) else {
+                if spec.required && !partial {
+                    errors.push((
+                        spec.name.into(),
+                        vec![ed("This field is required.", "required")],
+                    ));
+                }
+                continue;
+            };
+            if let Some(e) = self.check_field(spec, value, store) {
+                errors.push((spec.name.into(), e));
+            }
+        }
+        if model == APPLICATION {
+            if let Some(Value::String(slug)) = data.get("slug") {
+                if RESERVED_SLUGS.contains(&slug.as_str()) {
+                    errors.push(("slug".into(), vec![ed("Slug is reserved.", "invalid")]));
+                }
+            }
+        }
+        if model == POLICY_BINDING {
+            let set = |k: &str| data.get(k).is_some_and(|v| !v.is_null());
+            let n = ["policy", "group", "user"]
+                .iter()
+                .filter(|k| set(k))
+                .count();
+            if n != 1 {
+                errors.push((
+                    "non_field_errors".into(),
+                    vec![ed(
+                        if n == 0 {
+                            "One of 'policy', 'group' or 'user' must be set."
+                        } else {
+                            "Only one of 'policy', 'group' or 'user' can be set."
+                        },
+                        "invalid",
+                    )],
+                ));
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let rendered: Vec<String> = errors
+            .iter()
+            .map(|(k, v)| format!("'{k}': [{}]", v.join(", ")))
+            .collect();
+        Err(format!("{{{}}}", rendered.join(", ")))
+    }
+
+    fn check_field(&self, spec: &FieldSpec, value: &Value, store: &Store) -> Option<Vec<String>> {
+        let one = |m: &str, c: &str| Some(vec![ed(m, c)]);
+        let nullable = matches!(spec.kind, Kind::Ref(_, true) | Kind::Any);
+        if value.is_null() {
+            return if nullable {
+                None
+            } else {
+                one("This field may not be null.", "null")
+            };
+        }
+        match spec.kind {
+            Kind::Str | Kind::NonBlank | Kind::Slug => {
+                let s = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(_) | Value::Array(_) | Value::Object(_) => {
+                        return one("Not a valid string.", "invalid")
+                    }
+                    Value::Null => unreachable!(),
+                };
+                if s.is_empty() && matches!(spec.kind, Kind::NonBlank | Kind::Slug) {
+                    return one("This field may not be blank.", "blank");
+                }
+                if matches!(spec.kind, Kind::Slug)
+                    && !s
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return one(
+                        "Enter a valid “slug” consisting of letters, numbers, underscores or hyphens.",
+                        "invalid",
+                    );
+                }
+                None
+            }
+            Kind::Bool => match value {
+                Value::Bool(_) => None,
+                Value::String(s)
+                    if ["true", "false", "1", "0", "yes", "no", "on", "off"]
+                        .contains(&s.to_ascii_lowercase().as_str()) =>
+                {
+                    None
+                }
+                Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => None,
+                _ => one("Must be a valid boolean.", "invalid"),
+            },
+            Kind::Int => match value {
+                Value::Number(n) if n.is_i64() || n.is_u64() => None,
+                Value::String(s) if s.trim().parse::<i64>().is_ok() => None,
+                _ => one("A valid integer is required.", "invalid"),
+            },
+            Kind::Choice(choices) => {
+                let s = py_str(value);
+                if value.is_string() && choices.contains(&s.as_str()) {
+                    None
+                } else {
+                    one(&format!("\"{s}\" is not a valid choice."), "invalid_choice")
+                }
+            }
+            Kind::Ref(model, _) => self.check_ref(model, value, store).map(|e| vec![e]),
+            Kind::Refs(model) => {
+                let Value::Array(items) = value else {
+                    return one(
+                        &format!(
+                            "Expected a list of items but got type \"{}\".",
+                            py_type(value)
+                        ),
+                        "not_a_list",
+                    );
+                };
+                let errs: Vec<String> = items
+                    .iter()
+                    .filter_map(|i| {
+                        if i.is_null() {
+                            Some(ed("This field may not be null.", "null"))
+                        } else {
+                            self.check_ref(model, i, store)
+                        }
+                    })
+                    .collect();
+                (!errs.is_empty()).then_some(errs)
+            }
+            Kind::Duration => match value.as_str() {
+                Some(s) if valid_duration(s) => None,
+                _ => one(
+                    &format!(
+                        "{} is not in the correct format of 'hours=3;minutes=1'.",
+                        py_str(value)
+                    ),
+                    "invalid",
+                ),
+            },
+            Kind::GrantTypes => {
+                let Value::Array(items) = value else {
+                    return one(
+                        &format!(
+                            "Expected a list of items but got type \"{}\".",
+                            py_type(value)
+                        ),
+                        "not_a_list",
+                    );
+                };
+                let errs: Vec<String> = items
+                    .iter()
+                    .filter(|i| !i.as_str().is_some_and(|s| GRANT_TYPES.contains(&s)))
+                    .map(|i| {
+                        ed(
+                            &format!("\"{}\" is not a valid choice.", py_str(i)),
+                            "invalid_choice",
+                        )
+                    })
+                    .collect();
+                (!errs.is_empty()).then_some(errs)
+            }
+            Kind::RedirectUris => self.check_redirect_uris(value),
+            Kind::Any => None,
+        }
+    }
+
+    fn check_ref(&self, model: &str, value: &Value, store: &Store) -> Option<String> {
+        if value.is_array() || value.is_object() || value.is_boolean() {
+            return Some(ed(
+                &format!(
+                    "Incorrect type. Expected pk value, received {}.",
+                    py_type(value)
+                ),
+                "incorrect_type",
+            ));
+        }
+        if store.find(model, "pk", value).is_some() {
+            None
+        } else {
+            Some(ed(
+                &format!("Invalid pk \"{}\" - object does not exist.", py_str(value)),
+                "does_not_exist",
+            ))
+        }
+    }
+
+    /// String before 2024.8.5 and in 2024.10.0-2024.10.2; a list of `{matching_mode, url}`
+    /// otherwise; `redirect_uri_type` from 2026.5.
+    fn check_redirect_uris(&self, value: &Value) -> Option<Vec<String>> {
+        if !self.rules.redirect_uris_list() {
+            return match value {
+                Value::String(_) => None,
+                _ => Some(vec![ed("Not a valid string.", "invalid")]),
+            };
+        }
+        let Value::Array(items) = value else {
+            return Some(vec![ed(
+                &format!(
+                    "Expected a list of items but got type \"{}\".",
+                    py_type(value)
+                ),
+                "not_a_list",
+            )]);
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Value::Object(m) = item else {
+                out.push(format!(
+                    "{{'non_field_errors': [{}]}}",
+                    ed(
+                        &format!(
+                            "Invalid data. Expected a dictionary, but got {}.",
+                            py_type(item)
+                        ),
+                        "invalid"
+                    )
+                ));
+                continue;
+            };
+            let mut errs = Vec::new();
+            match m.get("matching_mode") {
+                None => errs.push(format!(
+                    "'matching_mode': [{}]",
+                    ed("This field is required.", "required")
+                )),
+                Some(Value::String(s)) if s == "strict" || s == "regex" => {}
+                Some(other) => errs.push(format!(
+                    "'matching_mode': [{}]",
+                    ed(
+                        &format!("\"{}\" is not a valid choice.", py_str(other)),
+                        "invalid_choice"
+                    )
+                )),
+            }
+            match m.get("url") {
+                None => errs.push(format!(
+                    "'url': [{}]",
+                    ed("This field is required.", "required")
+                )),
+                Some(Value::String(s)) if !s.is_empty() => {}
+                Some(Value::String(_)) => errs.push(format!(
+                    "'url': [{}]",
+                    ed("This field may not be blank.", "blank")
+                )),
+                Some(_) => errs.push(format!("'url': [{}]", ed("Not a valid string.", "invalid"))),
+            }
+            for k in m.keys() {
+                let known = k == "matching_mode"
+                    || k == "url"
+                    || (k == "redirect_uri_type" && self.rules.redirect_uri_type());
+                if !known {
+                    errs.push(format!(
+                        "'{k}': [{}]",
+                        ed(
+                            &format!(
+                                "Unknown field for authentik {} (stand-in strictness: this version's serializer has no such field).",
+                                self.version_string()
+                            ),
+                            "unknown_field"
+                        )
+                    ));
+                }
+            }
+            if let Some(t) = m.get("redirect_uri_type") {
+                if self.rules.redirect_uri_type()
+                    && !matches!(t.as_str(), Some("authorization" | "logout"))
+                {
+                    errs.push(format!(
+                        "'redirect_uri_type': [{}]",
+                        ed(
+                            &format!("\"{}\" is not a valid choice.", py_str(t)),
+                            "invalid_choice"
+                        )
+                    ));
+                }
+            }
+            if !errs.is_empty() {
+                out.push(format!("{{{}}}", errs.join(", ")));
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
