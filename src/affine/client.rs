@@ -112,6 +112,9 @@ impl AffineClient {
                 sleep(wait);
                 continue;
             }
+            if status >= 500 {
+                return Err(server_error(&self.what(), status));
+            }
             if status == 200 || status == 201 {
                 let cookies = session_cookies(&response);
                 let Some(session) = cookies
@@ -119,6 +122,8 @@ impl AffineClient {
                     .find(|(n, _)| n == "affine_session")
                     .map(|(_, v)| v.clone())
                 else {
+                    // A login portal or a misrouted proxy answers 200 with a page: say so.
+                    read_json(response, &self.what())?;
                     return Err(Error::failed(format!(
                         "{} accepted the sign-in but set no affine_session cookie; is this an AFFiNE server?",
                         self.what()
@@ -269,10 +274,7 @@ impl AffineClient {
             .map_err(|e| GraphqlError::Other(describe_transport_error(&self.what(), &e)))?;
         let status = response.status().as_u16();
         if status >= 500 {
-            return Err(GraphqlError::Other(Error::failed(format!(
-                "{} failed with HTTP {status}; try again later or look at the server's logs",
-                self.what()
-            ))));
+            return Err(GraphqlError::Other(server_error(&self.what(), status)));
         }
         let body = read_json(response, &self.what()).map_err(GraphqlError::Other)?;
         if let Some(first) = body
@@ -381,6 +383,12 @@ fn parse_server_config(data: &Value, what: &str) -> Result<ServerState> {
         oauth_providers,
         oidc: None,
     })
+}
+
+fn server_error(what: &str, status: u16) -> Error {
+    Error::failed(format!(
+        "{what} failed with HTTP {status}; try again later or look at the server's logs"
+    ))
 }
 
 fn read_json(response: Response, what: &str) -> Result<Value> {
