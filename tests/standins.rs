@@ -13,6 +13,7 @@ use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderSta
 fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(10))
+        .no_proxy()
         .build()
         .unwrap()
 }
@@ -1296,4 +1297,72 @@ fn authentik_discovery_knobs_change_the_issuer_or_take_it_down() {
     assert_eq!(client().get(&url).send().unwrap().status().as_u16(), 503);
     // Registered directly: the string form of redirect_uris on this version.
     assert!(ak.provider("affine").unwrap()["redirect_uris"].is_string());
+}
+
+#[test]
+fn authentik_tags_resolve_like_authentik_and_instance_context_wins_on_apply() {
+    let content = r#"version: 1
+context:
+  app_name: From blueprint
+entries:
+  - model: authentik_core.application
+    identifiers:
+      slug: !Format ["%s-%d", affine, 2]
+    attrs:
+      name: !Context app_name
+      meta_description: !If [!Condition [AND, true, !Context app_name], "yes", "no"]
+      meta_publisher: !Env [AK_STANDIN_SURELY_UNSET_VARIABLE, fallback]
+      meta_launch_url: !AtIndex [[a, b, c], 1]
+      backchannel_providers: !Enumerate [[x, y], SEQ, !Index 0]
+      meta_icon: !ParseJSON '{"k": 1}'
+"#;
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.8.0"));
+    let resp = api(&ak)(reqwest::Method::POST, "/api/v3/managed/blueprints/")
+        .json(
+            &json!({"name": "tags", "content": content, "context": {"app_name": "From instance"}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let pk = resp.json::<Value>().unwrap()["pk"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let applied: Value = api(&ak)(
+        reqwest::Method::POST,
+        &format!("/api/v3/managed/blueprints/{pk}/apply/"),
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(applied["status"], "successful");
+    let app = ak.application("affine-2").expect("slug from !Format");
+    assert_eq!(app["name"], "From instance");
+    assert_eq!(app["meta_description"], "yes");
+    assert_eq!(app["meta_publisher"], "fallback");
+    assert_eq!(app["meta_launch_url"], "b");
+    assert_eq!(app["backchannel_providers"], json!([0, 1]));
+    assert_eq!(app["meta_icon"], json!({"k": 1}));
+
+    // !AtIndex arrived in 2024.12.
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2024.10.5"));
+    let (status, body) = create_instance(&ak, content);
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains("'!AtIndex'"));
+}
+
+#[test]
+fn authentik_validates_content_with_the_existing_instance_context_only() {
+    // On create, authentik validates with an empty context (the instance does not exist yet),
+    // so a `!Context` without default resolves to null there.
+    let content = "version: 1\nentries:\n  - model: authentik_core.application\n    identifiers:\n      slug: affine\n    attrs:\n      name: !Context app_name\n";
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.8.0"));
+    let resp = api(&ak)(reqwest::Method::POST, "/api/v3/managed/blueprints/")
+        .json(&json!({"name": "ctx", "content": content, "context": {"app_name": "AFFiNE"}}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().unwrap();
+    assert!(refusal(&body).contains("'name': [ErrorDetail(string='This field may not be null.'"));
 }

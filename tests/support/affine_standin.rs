@@ -7,6 +7,15 @@
 //! the project touches, written here, not copied), every document is parsed, validated and
 //! executed by `apollo-compiler`, so a field or an operation type a version lacks fails the way
 //! AFFiNE's Apollo server fails it (HTTP 400, `GRAPHQL_BAD_REQUEST`).
+//!
+//! Modelling choices (where the contract is silent):
+//! - A request without `Content-Type` is refused with HTTP 400 `GRAPHQL_BAD_REQUEST`, as Apollo's
+//!   CSRF prevention (`requestHeaders: ['content-type']`) does; a simple content type such as
+//!   `text/plain` gets Apollo's 400 "POST body missing…". Nothing is executed either way.
+//! - 0.22-0.26 make their one discovery attempt before the `updateAppConfig` answer, so a poll
+//!   right after the write sees the final state.
+//! - The preflight URL carries PKCE (`code_challenge`, S256) from 0.26, where the contract
+//!   documents it; its query is encoded like JavaScript's `URLSearchParams` (space = `+`).
 #![allow(dead_code)]
 
 use std::cell::RefCell;
@@ -315,6 +324,8 @@ impl Inner {
             stop: AtomicBool::new(false),
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(5))
+                // The stand-ins live on loopback: never route their traffic through a proxy.
+                .no_proxy()
                 .build()
                 .expect("http client"),
             me,

@@ -326,7 +326,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, service: &dyn Service) {
     let mut writer = write_half;
     let mut reader = BufReader::new(stream);
     loop {
-        let Some((req, keep_alive)) = read_request(&mut reader, remote) else {
+        let Some((req, keep_alive)) = read_request(&mut reader, &mut writer, remote) else {
             return;
         };
         if shared.stop.load(Ordering::SeqCst) {
@@ -392,7 +392,11 @@ fn run_service(service: &dyn Service, req: &Request) -> Response {
 }
 
 /// Reads one request; `None` on EOF or a malformed request (the connection is then closed).
-fn read_request(reader: &mut BufReader<TcpStream>, remote: SocketAddr) -> Option<(Request, bool)> {
+fn read_request(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    remote: SocketAddr,
+) -> Option<(Request, bool)> {
     let mut line = String::new();
     // Skip stray empty lines between requests (RFC 9112 §2.2).
     loop {
@@ -420,6 +424,10 @@ fn read_request(reader: &mut BufReader<TcpStream>, remote: SocketAddr) -> Option
         }
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    // curl asks before sending a large body.
+    if header_of(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
     }
     let chunked = header_of(&headers, "transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
