@@ -1,0 +1,355 @@
+//! `affine-authentik apply`: the module's reconcile from a shell, against a stand-in AFFiNE.
+//! Secrets come only from the environment and never appear in stdout or stderr.
+
+mod support;
+
+use std::fs;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+use support::affine_standin::{AffineOptions, AffineStandin};
+
+const BIN: &str = env!("CARGO_BIN_EXE_affine-authentik");
+const ADMIN_EMAIL: &str = "admin@example.com";
+const ADMIN_PASSWORD: &str = "admin-pass-SECRET";
+const CLIENT_ID: &str = "affine-client-id";
+const CLIENT_SECRET: &str = "apply-client-secret-SECRET-41";
+const MASK: &str = "********";
+
+/// Every variable `apply` reads, plus proxies (the stand-in is on loopback).
+const CLEARED_ENV: [&str; 11] = [
+    "AFFINE_URL",
+    "AFFINE_ADMIN_EMAIL",
+    "AFFINE_ADMIN_PASSWORD",
+    "AFFINE_SESSION_TOKEN",
+    "AFFINE_OIDC_CLIENT_SECRET",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+];
+
+/// An issuer on a loopback port nobody listens on: the stand-in's discovery attempt after
+/// a write fails at once, with no DNS involved.
+fn issuer() -> &'static str {
+    static ISSUER: OnceLock<String> = OnceLock::new();
+    ISSUER.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        format!("http://127.0.0.1:{port}/application/o/affine/")
+    })
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `apply ARGS` with `env`, then checks that no secret (those in `env`, the known
+/// ones, and every session id the stand-in saw) is in stdout or stderr.
+#[track_caller]
+fn apply(args: &[&str], env: &[(&str, &str)], affine: Option<&AffineStandin>) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("apply").args(args);
+    for name in CLEARED_ENV {
+        cmd.env_remove(name);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run apply");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let mut secrets: Vec<String> = vec![
+        ADMIN_PASSWORD.into(),
+        CLIENT_SECRET.into(),
+        "-SECRET".into(),
+    ];
+    secrets.extend(
+        env.iter()
+            .filter(|(k, _)| k.contains("PASSWORD") || k.contains("TOKEN") || k.contains("SECRET"))
+            .map(|(_, v)| v.to_string()),
+    );
+    if let Some(affine) = affine {
+        for r in affine.requests() {
+            if let Some(cookie) = r.header("cookie") {
+                secrets.extend(
+                    cookie
+                        .split(';')
+                        .filter_map(|p| p.trim().strip_prefix("affine_session="))
+                        .map(str::to_string),
+                );
+            }
+            if let Some(bearer) = r
+                .header("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+            {
+                secrets.push(bearer.to_string());
+            }
+        }
+    }
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        assert!(
+            !run.stdout.contains(s.as_str()),
+            "secret {s:?} in stdout:\n{}",
+            run.stdout
+        );
+        assert!(
+            !run.stderr.contains(s.as_str()),
+            "secret {s:?} in stderr:\n{}",
+            run.stderr
+        );
+    }
+    run
+}
+
+fn api_args(affine: &AffineStandin) -> Vec<String> {
+    vec![
+        "--affine-url".into(),
+        affine.url(),
+        "--admin-email".into(),
+        ADMIN_EMAIL.into(),
+        "--issuer".into(),
+        issuer().into(),
+        "--client-id".into(),
+        CLIENT_ID.into(),
+        "--timeout".into(),
+        "5".into(),
+    ]
+}
+
+const SECRETS_ENV: [(&str, &str); 2] = [
+    ("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ("AFFINE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
+];
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// 0.26.1 rejects nothing the CLI can send, and its single discovery attempt after a write
+/// fails fast here (no DNS), which is all these tests need.
+fn standin() -> AffineStandin {
+    AffineStandin::start(AffineOptions::new("0.26.1"))
+}
+
+fn wanted() -> Value {
+    json!({"args": {}, "issuer": issuer(), "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET})
+}
+
+#[test]
+fn apply_changes_then_reports_ok_with_secrets_from_the_environment() {
+    let affine = standin();
+    let args = api_args(&affine);
+    let first = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(first.stdout.starts_with("changed: "), "{}", first.stdout);
+    assert_eq!(affine.stored_oidc(), Some(wanted()));
+    assert_eq!(affine.write_count(), 1);
+
+    let second = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    assert!(second.stdout.starts_with("ok: "), "{}", second.stdout);
+    assert_eq!(second.stdout.lines().count(), 1, "{}", second.stdout);
+    assert_eq!(affine.write_count(), 1);
+}
+
+#[test]
+fn apply_takes_a_session_token_from_the_environment() {
+    let affine = standin();
+    let token = affine.session_token_for_admin();
+    let args = api_args(&affine);
+    let run = apply(
+        &refs(&args),
+        &[
+            ("AFFINE_SESSION_TOKEN", token.as_str()),
+            ("AFFINE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
+        ],
+        Some(&affine),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with("changed: "), "{}", run.stdout);
+    assert_eq!(affine.sign_in_count(), 0);
+    assert_eq!(affine.stored_oidc(), Some(wanted()));
+}
+
+#[test]
+fn secrets_are_not_accepted_on_the_command_line() {
+    for flag in ["--admin-password", "--client-secret", "--session-token"] {
+        let run = apply(&[flag, "cli-secret-SECRET-3"], &[], None);
+        assert_eq!(
+            run.code, 2,
+            "{flag} must not exist: {}{}",
+            run.stdout, run.stderr
+        );
+    }
+}
+
+#[test]
+fn apply_without_the_client_secret_in_the_environment_names_the_variable() {
+    let affine = standin();
+    let args = api_args(&affine);
+    let run = apply(
+        &refs(&args),
+        &[("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        Some(&affine),
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("AFFINE_OIDC_CLIENT_SECRET"),
+        "{}",
+        run.stderr
+    );
+    assert!(affine.requests().is_empty());
+}
+
+#[test]
+fn apply_check_writes_nothing_and_says_what_would_change() {
+    let affine = standin();
+    let mut args = api_args(&affine);
+    args.push("--check".into());
+    let run = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with("changed: "), "{}", run.stdout);
+    assert!(run.stdout.contains("check mode"), "{}", run.stdout);
+    assert_eq!(affine.write_count(), 0);
+    assert_eq!(affine.stored_oidc(), None);
+}
+
+#[test]
+fn apply_diff_shows_the_change_with_the_secret_masked() {
+    let old_secret = "old-apply-secret-SECRET-7";
+    let affine = standin();
+    let mut stored = wanted();
+    stored["clientSecret"] = json!(old_secret);
+    stored["clientId"] = json!("old-client-id");
+    affine.set_stored_oidc(stored);
+    let mut args = api_args(&affine);
+    args.push("--diff".into());
+    let run = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains(old_secret), "{}", run.stdout);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines[0].starts_with("changed: "), "{}", run.stdout);
+    assert!(
+        lines.contains(&"--- before") && lines.contains(&"+++ after"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(&"- clientId: \"old-client-id\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(&"+ clientId: \"affine-client-id\""),
+        "{}",
+        run.stdout
+    );
+    let secret_lines: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("clientSecret:"))
+        .collect();
+    assert_eq!(
+        secret_lines.len(),
+        2,
+        "a changed secret is a -/+ pair: {}",
+        run.stdout
+    );
+    assert!(
+        secret_lines.iter().all(|l| l.contains(MASK)),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(&format!("  issuer: \"{}\"", issuer()).as_str()),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_failing_apply_exits_non_zero_with_one_line_on_stderr_and_no_secret() {
+    let affine = standin();
+    let args = api_args(&affine);
+    let wrong = "wrong-pass-SECRET-5";
+    let run = apply(
+        &refs(&args),
+        &[
+            ("AFFINE_ADMIN_PASSWORD", wrong),
+            ("AFFINE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
+        ],
+        Some(&affine),
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("affine-authentik: error: "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("wrong e-mail or password"),
+        "{}",
+        run.stderr
+    );
+
+    let old = AffineStandin::start(AffineOptions::new("0.20.0"));
+    let args = api_args(&old);
+    let run = apply(&refs(&args), &SECRETS_ENV, Some(&old));
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("OAUTH_OIDC_ISSUER"), "{}", run.stderr);
+}
+
+#[test]
+fn apply_help_does_not_show_secrets_from_the_environment() {
+    let run = apply(&["--help"], &SECRETS_ENV, None);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains("AFFINE_OIDC_CLIENT_SECRET"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn apply_to_a_config_file_warns_about_the_restart_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let path_str = path.to_str().unwrap();
+    let args = [
+        "--config-file",
+        path_str,
+        "--issuer",
+        issuer(),
+        "--client-id",
+        CLIENT_ID,
+        "--arg",
+        "scope=openid profile email",
+    ];
+    let env = [("AFFINE_OIDC_CLIENT_SECRET", CLIENT_SECRET)];
+    let run = apply(&args, &env, None);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with("changed: "), "{}", run.stdout);
+    assert!(run.stderr.starts_with("warning: "), "{}", run.stderr);
+    assert!(run.stderr.contains("restart"), "{}", run.stderr);
+    let doc: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        doc["oauth"]["providers.oidc"]["args"],
+        json!({"scope": "openid profile email"})
+    );
+    let again = apply(&args, &env, None);
+    assert!(again.stdout.starts_with("ok: "), "{}", again.stdout);
+    assert!(again.stderr.is_empty(), "{}", again.stderr);
+}
