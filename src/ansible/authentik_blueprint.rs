@@ -277,7 +277,10 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
 }
 
 /// The blueprint with every object entry set to `state: absent`, to delete what it created.
-/// The policy binding is dropped: authentik deletes it with its application.
+/// The policy binding is dropped: authentik deletes it with its application. An absent entry
+/// keeps only its identifiers: authentik finds the object by them, and its attrs would still
+/// be resolved, where the application's `!KeyOf` of the just-deleted provider finds no
+/// instance and the entry fails (so would a literal secret travel again for nothing).
 fn absent_blueprint(yaml: &str) -> Result<String> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(yaml)
         .map_err(|e| Error::failed(format!("cannot read the blueprint back: {e}")))?;
@@ -291,6 +294,7 @@ fn absent_blueprint(yaml: &str) -> Result<String> {
         });
         for entry in entries.iter_mut() {
             if let Some(map) = entry.as_mapping_mut() {
+                map.remove("attrs");
                 map.insert("state".into(), "absent".into());
             }
         }
@@ -413,6 +417,8 @@ mod tests {
         let removal = absent_blueprint(&yaml).unwrap();
         assert_eq!(removal.matches("state: absent").count(), 2, "{removal}");
         assert!(!removal.contains(blueprint::check::BINDING_MODEL));
-        assert!(removal.contains("!KeyOf"));
+        assert!(!removal.contains("attrs"), "{removal}");
+        assert!(!removal.contains("!KeyOf"), "{removal}");
+        assert!(removal.contains("slug: affine"), "{removal}");
     }
 }
