@@ -1,0 +1,694 @@
+//! The `authentik_blueprint` Ansible module as Ansible runs it: the BUILT binary given one
+//! args file (`module <args-file>` with `_ansible_module_name`, `_ansible_check_mode`,
+//! `_ansible_diff`), with both targets: a file for authentik's blueprints directory (`dest`)
+//! and authentik's API (a stand-in authentik of each version that matters). Every run is
+//! checked for the protocol (stdout is exactly one JSON object) and for secrets (the
+//! authentik token and the client secret never in stdout or stderr).
+
+mod integration_support;
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use integration_support::{ModuleCall, ModuleRun};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::authentik_standin::{AuthentikOptions, AuthentikStandin, Recorded};
+
+const MODULE: &str = "authentik_blueprint";
+const AFFINE_URL: &str = "https://affine.example.com";
+/// A literal client secret; "-SECRET" marks every secret of this file.
+const CLIENT_SECRET: &str = "client-secret-SECRET-5b7f0c";
+const WRONG_TOKEN: &str = "wrong-token-SECRET-91d2";
+const MASK: &str = "********";
+/// The versions the API target must get right: before the redirect-URI list (2024.6),
+/// with the invalidation flow (2024.10), and with grant types (2026.8).
+const API_VERSIONS: [&str; 3] = ["2024.6.4", "2024.10.5", "2026.8.0"];
+/// The blueprint's `metadata.name` (and so the managed instance's name) for slug `affine`.
+const INSTANCE_NAME: &str = "AFFiNE OIDC (affine)";
+
+fn standin(version: &str) -> AuthentikStandin {
+    AuthentikStandin::start(AuthentikOptions::new(version))
+}
+
+/// Every secret a run of this file may know of, for the leak check.
+fn secrets(authentik: Option<&AuthentikStandin>) -> Vec<String> {
+    let mut s = vec![
+        CLIENT_SECRET.to_string(),
+        WRONG_TOKEN.to_string(),
+        "-SECRET".to_string(),
+    ];
+    if let Some(a) = authentik {
+        s.push(a.token());
+    }
+    s
+}
+
+#[track_caller]
+fn run(call: ModuleCall, authentik: Option<&AuthentikStandin>) -> ModuleRun {
+    let secrets = secrets(authentik);
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    call.run(&refs)
+}
+
+fn call(params: Value) -> ModuleCall {
+    ModuleCall::new(MODULE, params)
+}
+
+/// Merges `patch` into `base` (a null removes the key).
+fn with(base: Value, patch: Value) -> Value {
+    let mut m = base.as_object().cloned().unwrap_or_default();
+    for (k, v) in patch.as_object().cloned().unwrap_or_default() {
+        if v.is_null() {
+            m.remove(&k);
+        } else {
+            m.insert(k, v);
+        }
+    }
+    Value::Object(m)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+// ---------------------------------------------------------------------------------------
+// dest: a file for authentik's blueprints directory
+
+fn file_task(dest: &Path) -> Value {
+    json!({"affine_url": AFFINE_URL, "dest": dest.to_str().unwrap()})
+}
+
+#[test]
+fn dest_first_run_writes_the_file_0644_and_changes_then_the_same_content_is_ok_by_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+
+    let first = run(call(file_task(&dest)), None);
+    first.assert_ok();
+    assert!(first.changed(), "{}", first.out.stdout);
+    let bytes = fs::read(&dest).expect("the blueprint file is written");
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.contains("version: 1"), "{text}");
+    assert!(text.contains("url: https://affine.example.com/oauth/callback"));
+    // By default the secret is a reference to authentik's environment: nothing to hide.
+    assert!(text.contains("client_secret: !Env AFFINE_OIDC_CLIENT_SECRET"));
+    assert_eq!(mode_of(&dest), 0o644);
+    assert_eq!(first.json["checksum"], json!(sha256_hex(&bytes)));
+    assert_eq!(first.json["blueprint_name"], json!(INSTANCE_NAME));
+    // The same text the CLI prints for the same inputs.
+    let cli = std::process::Command::new(integration_support::BIN)
+        .args(["blueprint", "--affine-url", AFFINE_URL])
+        .env_remove("AFFINE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), text);
+
+    let inode = fs::metadata(&dest).unwrap().ino();
+    let second = run(call(file_task(&dest)), None);
+    second.assert_ok();
+    assert!(!second.changed(), "{}", second.out.stdout);
+    assert_eq!(second.json["checksum"], first.json["checksum"]);
+    assert_eq!(
+        fs::metadata(&dest).unwrap().ino(),
+        inode,
+        "an unchanged file is not rewritten"
+    );
+}
+
+#[test]
+fn dest_with_a_literal_client_secret_is_written_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let task = with(file_task(&dest), json!({"client_secret": CLIENT_SECRET}));
+    let r = run(call(task.clone()).diff(), None);
+    r.assert_ok();
+    assert!(r.changed());
+    assert_eq!(mode_of(&dest), 0o600, "a file holding a secret is private");
+    let text = fs::read_to_string(&dest).unwrap();
+    assert!(
+        text.contains(CLIENT_SECRET),
+        "the literal secret is in the file"
+    );
+    assert_eq!(
+        r.json["invocation"]["module_args"]["client_secret"],
+        json!("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER")
+    );
+    assert!(!run(call(task), None).assert_ok().changed());
+}
+
+#[test]
+fn dest_mode_is_honoured_and_a_mode_change_alone_is_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let task = with(file_task(&dest), json!({"mode": "0640"}));
+    assert!(run(call(task.clone()), None).assert_ok().changed());
+    assert_eq!(mode_of(&dest), 0o640);
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(run(call(task.clone()), None).assert_ok().changed());
+    assert_eq!(mode_of(&dest), 0o640);
+    assert!(!run(call(task), None).assert_ok().changed());
+}
+
+#[test]
+fn dest_check_mode_reports_the_change_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+
+    let r = run(call(file_task(&dest)).check(), None);
+    r.assert_ok();
+    assert!(r.changed(), "{}", r.out.stdout);
+    assert!(r.msg().contains("check mode"), "{}", r.msg());
+    assert!(!dest.exists(), "check mode created the file");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+
+    // An existing file that would change stays as it is.
+    run(call(file_task(&dest)), None).assert_ok();
+    let before = fs::read(&dest).unwrap();
+    let changed = with(file_task(&dest), json!({"group": "affine-users"}));
+    let r = run(call(changed).check(), None);
+    assert!(r.assert_ok().changed());
+    assert_eq!(fs::read(&dest).unwrap(), before);
+
+    // And removal in check mode removes nothing.
+    let absent = with(file_task(&dest), json!({"state": "absent"}));
+    assert!(run(call(absent).check(), None).assert_ok().changed());
+    assert!(dest.exists());
+}
+
+#[test]
+fn dest_diff_is_the_yaml_text_before_and_after_with_a_literal_secret_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let task = with(file_task(&dest), json!({"client_secret": CLIENT_SECRET}));
+    run(call(task.clone()), None).assert_ok();
+
+    // Another group and another secret: both show, the secrets only as the mask.
+    let other_secret = "other-secret-SECRET-33aa";
+    let changed = with(
+        task.clone(),
+        json!({"group": "affine-users", "client_secret": other_secret}),
+    );
+    let r = run(call(changed).diff(), None);
+    r.out.assert_no_secrets(&[other_secret]);
+    r.assert_ok();
+    let diff = &r.json["diff"];
+    let before = diff["before"].as_str().expect("before is YAML text");
+    let after = diff["after"].as_str().expect("after is YAML text");
+    assert!(before.contains("version: 1") && after.contains("version: 1"));
+    assert!(!before.contains("authentik_policies.policybinding"));
+    assert!(
+        after.contains("authentik_policies.policybinding"),
+        "{after}"
+    );
+    assert!(
+        before.contains(&format!("client_secret: {MASK}")),
+        "{before}"
+    );
+    assert!(after.contains(&format!("client_secret: {MASK}")), "{after}");
+    assert_eq!(diff["after_header"], json!(dest.to_str().unwrap()));
+
+    // Without _ansible_diff there is no diff.
+    let r = run(call(task), None);
+    assert!(r.json.get("diff").is_none(), "{}", r.out.stdout);
+}
+
+#[test]
+fn dest_backup_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    run(call(file_task(&dest)), None).assert_ok();
+    let old = fs::read_to_string(&dest).unwrap();
+
+    let task = with(
+        file_task(&dest),
+        json!({"group": "affine-users", "backup": true}),
+    );
+    let r = run(call(task), None);
+    r.assert_ok();
+    let backup = r.json["backup_file"]
+        .as_str()
+        .expect("backup_file is returned");
+    assert_ne!(Path::new(backup), dest);
+    assert_eq!(fs::read_to_string(backup).unwrap(), old);
+    assert!(fs::read_to_string(&dest)
+        .unwrap()
+        .contains("authentik_policies.policybinding"));
+}
+
+#[test]
+fn dest_state_absent_removes_the_file_then_is_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    run(call(file_task(&dest)), None).assert_ok();
+    let absent = with(file_task(&dest), json!({"state": "absent"}));
+
+    let r = run(call(absent.clone()).diff(), None);
+    assert!(r.assert_ok().changed());
+    assert!(!dest.exists());
+    assert!(
+        r.msg().contains("authentik keeps the objects"),
+        "{}",
+        r.msg()
+    );
+    assert_eq!(r.json["diff"]["after"], json!(""));
+
+    let again = run(call(absent), None);
+    assert!(!again.assert_ok().changed(), "{}", again.out.stdout);
+}
+
+#[test]
+fn a_bad_parameter_fails_naming_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let cases = [
+        // authentik reserves this slug (it collides with /application/o/token/).
+        (json!({"slug": "token"}), vec!["slug", "token"]),
+        (json!({"mode": "rw-r--r--"}), vec!["mode"]),
+        (json!({"state": "gone"}), vec!["state"]),
+        (
+            json!({"authentik_version": "2019.1"}),
+            vec!["authentik version"],
+        ),
+        (json!({"slugg": "affine"}), vec!["unsupported", "slugg"]),
+        (
+            json!({"authentik_url": "https://auth.example.com"}),
+            vec!["mutually exclusive", "dest", "authentik_url"],
+        ),
+        (
+            json!({"client_secret": CLIENT_SECRET, "client_secret_env": "X"}),
+            vec!["mutually exclusive"],
+        ),
+    ];
+    for (patch, words) in cases {
+        let r = run(call(with(file_task(&dest), patch.clone())), None);
+        r.assert_failed_with(&words);
+        assert!(!dest.exists(), "{patch} wrote the file");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+    // Neither a file nor authentik: say what to give.
+    let r = run(call(json!({"affine_url": AFFINE_URL})), None);
+    r.assert_failed_with(&["dest", "authentik_url"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// The API target
+
+fn api_task(authentik: &AuthentikStandin) -> Value {
+    json!({
+        "affine_url": AFFINE_URL,
+        "authentik_url": authentik.url(),
+        "authentik_token": authentik.token(),
+        "client_secret": CLIENT_SECRET,
+    })
+}
+
+/// Requests recorded after the first `from`, as "METHOD /path" without the query.
+fn requests_since(authentik: &AuthentikStandin, from: usize) -> Vec<String> {
+    authentik.requests()[from..]
+        .iter()
+        .map(|r: &Recorded| format!("{} {}", r.method, r.path_only()))
+        .collect()
+}
+
+fn writes(requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| !r.starts_with("GET "))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn api_creates_and_applies_then_a_second_run_is_ok_without_patch_or_apply_on_every_version() {
+    for version in API_VERSIONS {
+        let authentik = standin(version);
+        let first = run(call(api_task(&authentik)), Some(&authentik));
+        first.assert_ok();
+        assert!(first.changed(), "{version}: {}", first.out.stdout);
+        assert!(
+            first.msg().contains("created and applied"),
+            "{version}: {}",
+            first.msg()
+        );
+        assert_eq!(first.json["authentik_version"], json!(version));
+        let w = writes(&requests_since(&authentik, 0));
+        assert_eq!(w.len(), 2, "{version}: {w:?}");
+        assert_eq!(w[0], "POST /api/v3/managed/blueprints/");
+        assert!(
+            w[1].starts_with("POST /api/v3/managed/blueprints/") && w[1].ends_with("/apply/"),
+            "{w:?}"
+        );
+        let instances = authentik.instances();
+        assert_eq!(instances.len(), 1);
+        assert_eq!(instances[0]["name"], json!(INSTANCE_NAME));
+        assert_eq!(instances[0]["status"], json!("successful"));
+        assert_eq!(authentik.applied_count(), 1);
+
+        // What authentik now holds, in this version's shape.
+        let provider = authentik
+            .provider("affine")
+            .expect("the blueprint created the provider");
+        assert_eq!(provider["client_secret"], json!(CLIENT_SECRET));
+        let callback = "https://affine.example.com/oauth/callback";
+        if version == "2024.6.4" {
+            assert_eq!(
+                provider["redirect_uris"],
+                json!("https://affine\\.example\\.com/oauth/callback")
+            );
+        } else {
+            let uris = provider["redirect_uris"].as_array().expect("a list");
+            assert_eq!(uris.len(), 1, "{provider}");
+            assert_eq!(uris[0]["matching_mode"], json!("strict"));
+            assert_eq!(uris[0]["url"], json!(callback));
+        }
+        assert_eq!(
+            authentik.provider_scopes("affine").len(),
+            3,
+            "openid, email, profile"
+        );
+
+        let seen = authentik.requests().len();
+        let second = run(call(api_task(&authentik)), Some(&authentik));
+        second.assert_ok();
+        assert!(!second.changed(), "{version}: {}", second.out.stdout);
+        let after = requests_since(&authentik, seen);
+        assert!(
+            writes(&after).is_empty(),
+            "{version}: an unchanged run wrote: {after:?}"
+        );
+        assert_eq!(authentik.applied_count(), 1, "no second apply");
+    }
+}
+
+#[test]
+fn api_2026_2_and_2026_5_get_their_own_provider_shapes() {
+    // 2026.2: no grant_types field at all (the stand-in rejects it as unknown).
+    let old = standin("2026.2.1");
+    run(call(api_task(&old)), Some(&old)).assert_ok();
+    let p = old.provider("affine").unwrap();
+    assert!(p.get("grant_types").is_none(), "{p}");
+    assert_eq!(
+        p["redirect_uris"],
+        json!([{"matching_mode": "strict", "url": "https://affine.example.com/oauth/callback"}])
+    );
+
+    // 2026.5: grant_types must be set (else []: every login fails); redirect_uri_type appears.
+    let new = standin("2026.5.0");
+    run(call(api_task(&new)), Some(&new)).assert_ok();
+    let p = new.provider("affine").unwrap();
+    assert_eq!(
+        p["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(
+        p["redirect_uris"][0]["redirect_uri_type"],
+        json!("authorization")
+    );
+
+    // The 2026.5 shape pushed to 2026.2 is refused, with authentik's log naming the field.
+    let old2 = standin("2026.2.1");
+    let r = run(
+        call(with(
+            api_task(&old2),
+            json!({"authentik_version": "2026.5.0"}),
+        )),
+        Some(&old2),
+    );
+    r.assert_failed_with(&["grant_types"]);
+    assert!(old2.instances().is_empty());
+}
+
+#[test]
+fn api_content_is_updated_and_reapplied_only_when_it_differs() {
+    let authentik = standin("2026.8.0");
+    run(call(api_task(&authentik)), Some(&authentik)).assert_ok();
+    let pk = authentik.instances()[0]["pk"].clone();
+
+    let seen = authentik.requests().len();
+    let grouped = with(api_task(&authentik), json!({"group": "authentik Admins"}));
+    let r = run(call(grouped.clone()).diff(), Some(&authentik));
+    r.assert_ok();
+    assert!(r.changed());
+    assert!(r.msg().contains("updated and applied"), "{}", r.msg());
+    let w = writes(&requests_since(&authentik, seen));
+    assert_eq!(
+        w,
+        vec![
+            format!("PATCH /api/v3/managed/blueprints/{}/", pk.as_str().unwrap()),
+            format!(
+                "POST /api/v3/managed/blueprints/{}/apply/",
+                pk.as_str().unwrap()
+            ),
+        ]
+    );
+    assert_eq!(authentik.instances().len(), 1, "updated, not a second one");
+    assert!(authentik.instances()[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("authentik Admins"));
+    assert_eq!(authentik.applied_count(), 2);
+    // The diff is the blueprint text, secret masked.
+    let diff = &r.json["diff"];
+    assert!(diff["before"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("client_secret: {MASK}")));
+    assert!(diff["after"]
+        .as_str()
+        .unwrap()
+        .contains("authentik_policies.policybinding"));
+
+    let seen = authentik.requests().len();
+    assert!(!run(call(grouped), Some(&authentik)).assert_ok().changed());
+    assert!(writes(&requests_since(&authentik, seen)).is_empty());
+}
+
+#[test]
+fn api_authentik_version_is_detected_from_the_version_endpoint_unless_given() {
+    let authentik = standin("2024.10.5");
+    let r = run(call(api_task(&authentik)).check(), Some(&authentik));
+    assert_eq!(r.assert_ok().json["authentik_version"], json!("2024.10.5"));
+    assert!(requests_since(&authentik, 0).contains(&"GET /api/v3/admin/version/".to_string()));
+
+    let seen = authentik.requests().len();
+    let given = with(
+        api_task(&authentik),
+        json!({"authentik_version": "2024.10.5"}),
+    );
+    run(call(given).check(), Some(&authentik)).assert_ok();
+    assert!(
+        !requests_since(&authentik, seen).contains(&"GET /api/v3/admin/version/".to_string()),
+        "a given version is not asked for"
+    );
+}
+
+#[test]
+fn api_validation_failure_fails_with_authentiks_log_lines_and_creates_nothing() {
+    // A blueprint for 2026.8 on a 2024.6 authentik: fields it does not know, a flow it lacks.
+    let authentik = standin("2024.6.4");
+    let forced = with(
+        api_task(&authentik),
+        json!({"authentik_version": "2026.8.0"}),
+    );
+    let r = run(call(forced), Some(&authentik));
+    r.assert_failed_with(&[
+        "HTTP 400",
+        "Failed to validate blueprint",
+        "invalidation_flow",
+    ]);
+    assert!(authentik.instances().is_empty());
+    assert_eq!(authentik.applied_count(), 0);
+
+    // A group that does not exist: the policy binding has nothing to bind.
+    let authentik = standin("2026.8.0");
+    let r = run(
+        call(with(
+            api_task(&authentik),
+            json!({"group": "no-such-group"}),
+        )),
+        Some(&authentik),
+    );
+    r.assert_failed_with(&["Failed to validate blueprint"]);
+    assert!(authentik.instances().is_empty());
+}
+
+#[test]
+fn api_a_custom_template_authentik_rejects_fails_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("affine.yaml.j2");
+    // The built-in template with a sub_mode authentik does not know: it passes the
+    // generator's own checks (they guard what AFFiNE needs), authentik refuses it.
+    let builtin = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/blueprint.yaml.j2"),
+    )
+    .unwrap();
+    assert!(builtin.contains("sub_mode: hashed_user_id"));
+    fs::write(
+        &template,
+        builtin.replace("sub_mode: hashed_user_id", "sub_mode: hashed_user_idd"),
+    )
+    .unwrap();
+    let authentik = standin("2026.8.0");
+    let task = with(
+        api_task(&authentik),
+        json!({"template": template.to_str().unwrap()}),
+    );
+    let r = run(call(task), Some(&authentik));
+    r.assert_failed_with(&[
+        "Failed to validate blueprint",
+        "sub_mode",
+        "hashed_user_idd",
+    ]);
+    assert!(authentik.instances().is_empty());
+}
+
+#[test]
+fn api_wrong_token_fails_about_the_token_without_showing_it() {
+    let authentik = standin("2026.8.0");
+    let task = with(
+        api_task(&authentik),
+        json!({"authentik_token": WRONG_TOKEN}),
+    );
+    let r = run(call(task), Some(&authentik));
+    r.assert_failed_with(&["token", "403"]);
+    assert!(authentik.instances().is_empty());
+
+    // From the environment, as a playbook run on the controller gives it: same rules.
+    let mut task = api_task(&authentik);
+    task.as_object_mut().unwrap().remove("authentik_token");
+    let r = run(
+        call(task.clone()).env("AUTHENTIK_TOKEN", WRONG_TOKEN),
+        Some(&authentik),
+    );
+    r.assert_failed_with(&["token"]);
+    // And the right one from the environment works.
+    let r = run(
+        call(task).env("AUTHENTIK_TOKEN", &authentik.token()),
+        Some(&authentik),
+    );
+    assert!(r.assert_ok().changed());
+    assert_eq!(
+        r.json["invocation"]["module_args"]["authentik_token"],
+        json!("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER")
+    );
+}
+
+#[test]
+fn api_state_absent_removes_the_instance_and_warns_that_authentik_keeps_the_objects() {
+    let authentik = standin("2026.8.0");
+    run(call(api_task(&authentik)), Some(&authentik)).assert_ok();
+    let absent = with(api_task(&authentik), json!({"state": "absent"}));
+
+    let r = run(call(absent.clone()), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert!(authentik.instances().is_empty());
+    let warnings = r.warnings().join(" ");
+    assert!(
+        warnings.contains("remove_objects") && warnings.contains("keeps"),
+        "{warnings}"
+    );
+    assert!(
+        authentik.provider("affine").is_some(),
+        "the provider stays without remove_objects"
+    );
+
+    let again = run(call(absent), Some(&authentik));
+    assert!(!again.assert_ok().changed(), "{}", again.out.stdout);
+}
+
+#[test]
+fn api_remove_objects_deletes_the_provider_and_the_application() {
+    let authentik = standin("2026.8.0");
+    let grouped = with(api_task(&authentik), json!({"group": "authentik Admins"}));
+    run(call(grouped.clone()), Some(&authentik)).assert_ok();
+    assert!(authentik.application("affine").is_some());
+
+    let remove = with(grouped, json!({"state": "absent", "remove_objects": true}));
+    let r = run(call(remove), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert!(r.warnings().is_empty(), "{:?}", r.warnings());
+    assert!(authentik.instances().is_empty());
+    assert!(authentik.application("affine").is_none());
+    assert!(authentik.provider("affine").is_none());
+    // The removal travelled without the literal secret: an absent entry needs no attrs.
+    let patch = authentik
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "PATCH")
+        .expect("the removal blueprint was sent");
+    assert!(!patch.body.contains(CLIENT_SECRET));
+    assert!(patch.body.contains("state: absent"), "{}", patch.body);
+}
+
+#[test]
+fn api_check_mode_sends_no_post_patch_or_delete() {
+    let authentik = standin("2026.8.0");
+    // Would create.
+    let r = run(call(api_task(&authentik)).check().diff(), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert!(r.msg().contains("would be created"), "{}", r.msg());
+    assert!(writes(&requests_since(&authentik, 0)).is_empty());
+    assert!(authentik.instances().is_empty());
+
+    run(call(api_task(&authentik)), Some(&authentik)).assert_ok();
+    // Would update.
+    let seen = authentik.requests().len();
+    let grouped = with(api_task(&authentik), json!({"group": "authentik Admins"}));
+    let r = run(call(grouped).check(), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert!(r.msg().contains("would be updated"), "{}", r.msg());
+    // Would remove, with the objects.
+    let remove = with(
+        api_task(&authentik),
+        json!({"state": "absent", "remove_objects": true}),
+    );
+    let r = run(call(remove).check(), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert!(
+        writes(&requests_since(&authentik, seen)).is_empty(),
+        "{:?}",
+        requests_since(&authentik, seen)
+    );
+    assert_eq!(authentik.instances().len(), 1);
+    assert!(authentik.provider("affine").is_some());
+    assert_eq!(authentik.applied_count(), 1);
+}
+
+#[test]
+fn api_every_request_carries_the_token_as_bearer_and_no_secret_reaches_the_output() {
+    let authentik = standin("2026.8.0");
+    let r = run(call(api_task(&authentik)).diff(), Some(&authentik));
+    r.assert_ok();
+    // The diff holds the blueprint text, with the literal secret masked.
+    let after = r.json["diff"]["after"].as_str().unwrap();
+    assert!(after.contains(&format!("client_secret: {MASK}")), "{after}");
+    let bearer = format!("Bearer {}", authentik.token());
+    for req in authentik.requests() {
+        assert_eq!(
+            req.header("authorization"),
+            Some(bearer.as_str()),
+            "{}",
+            req.path
+        );
+    }
+    // A failure deep inside (authentik down) still prints no secret.
+    let down = with(
+        api_task(&authentik),
+        json!({"authentik_url": format!("http://127.0.0.1:{}", integration_support::closed_port())}),
+    );
+    run(call(down), Some(&authentik)).assert_failed_with(&["127.0.0.1"]);
+}
