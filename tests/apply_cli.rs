@@ -353,3 +353,27 @@ fn apply_to_a_config_file_warns_about_the_restart_on_stderr() {
     assert!(again.stdout.starts_with("ok: "), "{}", again.stdout);
     assert!(again.stderr.is_empty(), "{}", again.stderr);
 }
+
+#[test]
+fn a_value_affine_rejects_fails_without_quoting_the_secret() {
+    // AFFiNE (0.22+) wants an issuer matching ^https?:// and its INVALID_APP_CONFIG message
+    // quotes the whole value, clientSecret included. An upper-case scheme is a valid URL
+    // for us and invalid for AFFiNE: the error must reach stderr with the secret masked.
+    let affine = AffineStandin::start(AffineOptions::new("0.25.0"));
+    let upper = issuer().replace("http://", "HTTP://");
+    let mut args = api_args(&affine);
+    let at = args.iter().position(|a| a == "--issuer").unwrap() + 1;
+    args[at] = upper;
+    for check in [false, true] {
+        let mut args = args.clone();
+        if check {
+            args.push("--check".into());
+        }
+        let run = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains("issuer"), "{}", run.stderr);
+        assert!(run.stderr.contains(MASK), "{}", run.stderr);
+    }
+    assert_eq!(affine.write_count(), 0);
+}
