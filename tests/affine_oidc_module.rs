@@ -903,6 +903,37 @@ fn tls_to_a_plain_http_port_fails_with_the_ca_path_and_validate_certs_hint() {
     run.assert_failed_with(&["TLS", "ca_path", "validate_certs"]);
 }
 
+/// A plain-HTTP server the way Node (AFFiNE) or nginx answer bytes they cannot parse:
+/// `400 Bad Request`, then close. Serves connections until the test process ends.
+fn plain_http_answering_400() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    url
+}
+
+#[test]
+#[ignore = "src/http.rs classifies rustls' 'received corrupt message of type InvalidContentType' as a plain connect error, without the ca_path/validate_certs hint"]
+fn tls_to_a_plain_http_server_that_answers_400_fails_with_the_ca_path_hint() {
+    // The stand-in closes the socket on a ClientHello; AFFiNE itself (Node) and nginx
+    // answer 400 in plain text, which rustls reports differently.
+    let params = json!({"affine_url": plain_http_answering_400(), "admin_email": ADMIN_EMAIL,
+        "admin_password": ADMIN_PASSWORD, "issuer": issuer(), "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET, "timeout": 3});
+    task(params)
+        .run_alone()
+        .assert_failed_with(&["TLS", "ca_path", "validate_certs"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Argument checking
 
