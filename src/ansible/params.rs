@@ -149,10 +149,10 @@ pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params
     }
     for p in spec.params.iter().filter(|p| p.no_log) {
         if let Some(s) = raw.get(p.name).and_then(Value::as_str) {
-            redactor.add_raw(s);
+            add_secret(redactor, s);
         }
         if let Some(s) = p.env.and_then(|e| std::env::var(e).ok()) {
-            redactor.add_raw(&s);
+            add_secret(redactor, &s);
         }
     }
     if !unknown.is_empty() {
@@ -233,6 +233,14 @@ pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params
         explicit,
         internal,
     })
+}
+
+/// A secret as given and as it appears inside JSON text (`"` → `\"`, `\` → `\\`): a server's
+/// error message that quotes our request body holds the encoded form.
+fn add_secret(redactor: &mut Redactor, value: &str) {
+    redactor.add_raw(value);
+    let encoded = Value::String(value.to_string()).to_string();
+    redactor.add_raw(&encoded[1..encoded.len() - 1]);
 }
 
 /// `module_args` for the result's `invocation`: the checked values, `no_log` ones replaced.
