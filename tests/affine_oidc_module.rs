@@ -641,6 +641,28 @@ fn affine_rejecting_the_value_fails_without_quoting_the_secret() {
 }
 
 #[test]
+fn a_secret_with_json_special_characters_is_masked_when_affine_quotes_it_encoded() {
+    // AFFiNE's message embeds the value as JSON, so `"` and `\` arrive escaped: the
+    // escaped form is the secret too.
+    let tricky = r#"quote"-SECRET-back\slash"#;
+    let escaped = serde_json::to_string(tricky).unwrap();
+    let escaped = escaped.trim_matches('"');
+    let affine = standin("0.25.0");
+    let params = with(
+        present(&affine),
+        json!({"client_secret": tricky, "args": {"scope": 5}}),
+    );
+    for check in [false, true] {
+        let mut t = task(params.clone()).secret(escaped);
+        t.check = check;
+        let run = t.run(&affine);
+        run.assert_failed_with(&["args.scope"]);
+        assert!(!run.msg().contains(escaped), "{}", run.msg());
+        assert!(!run.msg().contains(tricky), "{}", run.msg());
+    }
+}
+
+#[test]
 fn an_unknown_parameter_fails_naming_it() {
     let affine = standin("0.26.1");
     let run = task(with(present(&affine), json!({"isuer": "https://typo/"}))).run(&affine);
