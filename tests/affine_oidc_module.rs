@@ -71,14 +71,17 @@ fn issuer() -> &'static str {
 fn module_binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("affine_oidc_module_{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("affine_oidc_module");
         fs::create_dir_all(&dir).expect("create dir");
-        let path = dir.join("affine_oidc");
-        let _ = fs::remove_file(&path);
-        if fs::hard_link(BIN, &path).is_err() {
-            fs::copy(BIN, &path).expect("copy the binary");
+        // Link (or copy) under a private name, then rename: concurrent test processes
+        // never see a half-written binary.
+        let staged = dir.join(format!(".affine_oidc.{}", std::process::id()));
+        let _ = fs::remove_file(&staged);
+        if fs::hard_link(BIN, &staged).is_err() {
+            fs::copy(BIN, &staged).expect("copy the binary");
         }
+        let path = dir.join("affine_oidc");
+        fs::rename(&staged, &path).expect("rename the binary");
         path
     })
 }
