@@ -6,6 +6,8 @@
 //! `tests/*.rs` its own binary, so a shared module lives in a directory).
 #![allow(dead_code)]
 
+pub mod ansible;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
