@@ -78,7 +78,12 @@ pub fn describe_transport_error(what: &str, err: &reqwest::Error) -> Error {
     }
     let msg = if err.is_timeout() || chain.contains("timed out") {
         format!("{what} did not answer in time (timeout); raise `timeout` or check that the server is up")
-    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
+    } else if chain.contains("certificate")
+        || chain.contains("tls")
+        || chain.contains("handshake")
+        // rustls' words for an https request answered in plain http
+        || chain.contains("corrupt message")
+        || chain.contains("invalidcontenttype")
     {
         format!(
             "TLS with {what} failed ({}); trust its CA with `ca_path` (--ca-path), or, for a test server only, set validate_certs: false (--insecure)",

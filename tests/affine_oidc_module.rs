@@ -947,7 +947,6 @@ fn plain_http_answering_400() -> String {
 }
 
 #[test]
-#[ignore = "src/http.rs classifies rustls' 'received corrupt message of type InvalidContentType' as a plain connect error, without the ca_path/validate_certs hint"]
 fn tls_to_a_plain_http_server_that_answers_400_fails_with_the_ca_path_hint() {
     // The stand-in closes the socket on a ClientHello; AFFiNE itself (Node) and nginx
     // answer 400 in plain text, which rustls reports differently.
