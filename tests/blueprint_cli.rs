@@ -181,7 +181,7 @@ fn tags_in_text(text: &str) -> Result<Vec<String>, String> {
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
-            let spaced = chars.get(i + 1).map_or(true, |n| n.is_whitespace());
+            let spaced = chars.get(i + 1).is_none_or(|n| n.is_whitespace());
             match c {
                 _ if c.is_whitespace() => {}
                 '#' if i == 0 || chars[i - 1].is_whitespace() => break,
