@@ -505,12 +505,37 @@ fn inline_client_secret_writes_the_literal_value_and_warns_without_showing_it() 
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let doc = load_authentik_yaml(&r.stdout).unwrap();
     assert_eq!(client_secret(&doc).as_str(), Some(SECRET));
+    let warnings: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "one warning: {:?}", r.stderr);
     assert!(
-        r.stderr.contains("warning:") && r.stderr.contains("clear text"),
-        "no warning: {:?}",
+        warnings[0].starts_with("warning:") && warnings[0].contains("clear text"),
+        "{:?}",
         r.stderr
     );
     assert!(!r.stderr.contains(SECRET));
+}
+
+#[test]
+fn an_inline_secret_longer_than_authentik_stores_is_refused() {
+    let at_limit = "s".repeat(255);
+    let r = run(command(&[
+        "blueprint",
+        "--affine-url",
+        AFFINE,
+        "--inline-client-secret",
+    ])
+    .env(SECRET_ENV, &at_limit));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let too_long = "s".repeat(256);
+    let r = run(command(&[
+        "blueprint",
+        "--affine-url",
+        AFFINE,
+        "--inline-client-secret",
+    ])
+    .env(SECRET_ENV, &too_long));
+    assert_usage_error(&r, "256-character secret", "255");
+    assert!(!r.stderr.contains("sssss"));
 }
 
 #[test]

@@ -31,15 +31,12 @@ pub fn build(options: &BlueprintOptions) -> Result<Rendered> {
     build_from_spec(spec, warnings)
 }
 
-/// Render and check an already validated spec.
-pub fn build_from_spec(spec: BlueprintSpec, mut warnings: Vec<String>) -> Result<Rendered> {
+/// Render and check an already validated spec. The clear-text secret warning is already
+/// among `warnings`: [`BlueprintSpec::from_options_named`] adds it, naming the options the
+/// way the caller (CLI or module) does.
+pub fn build_from_spec(spec: BlueprintSpec, warnings: Vec<String>) -> Result<Rendered> {
     let yaml = render::render(&spec)?;
     check::check(&yaml, &spec)?;
-    if matches!(spec.client_secret, SecretSource::Inline(_)) {
-        warnings.push(
-            "the blueprint holds the client secret in clear text: keep the file private (mode 0600) and out of version control, or use --client-secret-env / --client-secret-file".into(),
-        );
-    }
     Ok(Rendered {
         yaml,
         warnings,

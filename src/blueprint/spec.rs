@@ -126,6 +126,13 @@ impl BlueprintSpec {
                         NameStyle::Module => "client_secret is empty",
                     }));
                 }
+                // authentik's column is 255 characters: a longer secret fails the import.
+                if secret.expose().chars().count() > 255 {
+                    return Err(Error::usage(match names {
+                        NameStyle::Cli => "the secret in AFFINE_OIDC_CLIENT_SECRET is longer than the 255 characters authentik stores",
+                        NameStyle::Module => "client_secret is longer than the 255 characters authentik stores",
+                    }));
+                }
                 warnings.push(format!(
                     "the blueprint holds the client secret in clear text: keep the file private (mode 0600) and out of version control, or use {} / {}",
                     n("client_secret_env"),
