@@ -34,40 +34,49 @@ pub enum Command {
     /// Print (or write with -o) the authentik blueprint for AFFiNE.
     #[command(after_help = "Examples:\n  \
         affine-authentik blueprint --affine-url https://affine.example.com\n  \
-        affine-authentik blueprint --affine-url https://affine.example.com --authentik-version 2024.8.4 -o affine.yaml\n  \
-        affine-authentik blueprint --affine-url https://affine.example.com --group affine-users --client-secret-file /run/secrets/affine\n\n\
+        affine-authentik blueprint --affine-url https://affine.example.com \\\n      \
+        --authentik-version 2024.8.4 -o affine.yaml\n  \
+        affine-authentik blueprint --affine-url https://affine.example.com \\\n      \
+        --group affine-users --client-secret-file /run/secrets/affine\n\n\
         The client secret never goes on the command line: by default the blueprint says\n\
         `client_secret: !Env AFFINE_OIDC_CLIENT_SECRET` and authentik reads its own environment.")]
     Blueprint(BlueprintArgs),
 
     /// Print the JSON object for AFFiNE's Admin Panel > Settings > OAuth > OIDC.
     #[command(after_help = "Examples:\n  \
-        affine-authentik oidc-config --authentik-url https://auth.example.com --affine-url https://affine.example.com\n  \
-        AFFINE_OIDC_CLIENT_SECRET=... affine-authentik oidc-config --issuer https://auth.example.com/application/o/affine/ --client-id abc\n\n\
+        affine-authentik oidc-config --authentik-url https://auth.example.com \\\n      \
+        --affine-url https://affine.example.com\n  \
+        AFFINE_OIDC_CLIENT_SECRET=... affine-authentik oidc-config \\\n      \
+        --issuer https://auth.example.com/application/o/affine/ --client-id abc\n\n\
         The client secret comes from the environment variable AFFINE_OIDC_CLIENT_SECRET; without it\n\
         the output holds a placeholder to replace.")]
     OidcConfig(OidcConfigArgs),
 
     /// Set AFFiNE's OIDC provider now (the affine_oidc module's reconcile, for a shell).
     #[command(after_help = "Examples:\n  \
-        export AFFINE_ADMIN_PASSWORD AFFINE_OIDC_CLIENT_SECRET   # secrets come from the environment only\n  \
-        affine-authentik apply --affine-url https://affine.example.com --admin-email admin@example.com \\\n      \
-        --authentik-url https://auth.example.com --check --diff\n  \
-        affine-authentik apply --config-file ~/.affine/self-host/config/config.json --authentik-url https://auth.example.com --client-id affine\n\n\
+        export AFFINE_ADMIN_PASSWORD AFFINE_OIDC_CLIENT_SECRET  # secrets: env only\n  \
+        affine-authentik apply --affine-url https://affine.example.com \\\n      \
+        --admin-email admin@example.com --authentik-url https://auth.example.com \\\n      \
+        --check --diff\n  \
+        affine-authentik apply --config-file ~/.affine/self-host/config/config.json \\\n      \
+        --authentik-url https://auth.example.com --client-id affine\n\n\
         Secrets: AFFINE_ADMIN_PASSWORD or AFFINE_SESSION_TOKEN, and AFFINE_OIDC_CLIENT_SECRET.")]
     Apply(ApplyArgs),
 
     /// Check the whole login path (discovery, issuer, AFFiNE, authentik) without a browser.
     #[command(after_help = "Examples:\n  \
-        affine-authentik verify --affine-url https://affine.example.com --authentik-url https://auth.example.com\n  \
-        AUTHENTIK_TOKEN=... affine-authentik verify --affine-url https://affine.example.com --authentik-url https://auth.example.com --json\n\n\
+        affine-authentik verify --affine-url https://affine.example.com \\\n      \
+        --authentik-url https://auth.example.com\n  \
+        AUTHENTIK_TOKEN=... affine-authentik verify --json \\\n      \
+        --affine-url https://affine.example.com --authentik-url https://auth.example.com\n\n\
         Exit status 0 only when every check passes (warnings do not fail). The authentik checks run\n\
         when a token is given: env AUTHENTIK_TOKEN or --authentik-token-file (never on the command line).")]
     Verify(VerifyArgs),
 
     /// Install the Ansible modules (affine_oidc, authentik_blueprint) and their docs into DIR.
     #[command(after_help = "Examples:\n  \
-        affine-authentik install-modules ./library && ansible-doc -M ./library affine_oidc")]
+        affine-authentik install-modules ./library\n  \
+        ansible-doc -M ./library affine_oidc")]
     InstallModules {
         /// An Ansible library directory (created if missing), e.g. `library/` beside a playbook.
         dir: std::path::PathBuf,

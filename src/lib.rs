@@ -25,6 +25,7 @@ pub mod slug;
 pub mod verify;
 pub mod web_url;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
@@ -49,7 +50,23 @@ pub fn run() -> ExitCode {
 
 /// The command-line mode.
 pub fn run_cli() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: data, on stdout.
+            let _ = e.print();
+            return ExitCode::Success;
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Bare `affine-authentik`: the overview, on stderr since nothing was asked.
+            eprint!("{}", e.render());
+            return ExitCode::Usage;
+        }
+        Err(e) => {
+            eprintln!("affine-authentik: error: {}", one_line_usage_error(&e));
+            return ExitCode::Usage;
+        }
+    };
     let result = match &cli.command {
         Command::Blueprint(args) => commands::blueprint::run(args),
         Command::OidcConfig(args) => commands::oidc_config::run(args),
@@ -74,5 +91,27 @@ pub fn run_cli() -> ExitCode {
             eprintln!("affine-authentik: error: {e}");
             e.exit_code()
         }
+    }
+}
+
+/// clap's message folded into one line (its usage block and hint dropped), so every bad
+/// input, ours or clap's, reads the same: one line on stderr, exit 2.
+fn one_line_usage_error(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let text = message.join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text).to_string();
+    if matches!(
+        e.kind(),
+        ErrorKind::InvalidSubcommand | ErrorKind::MissingSubcommand
+    ) {
+        format!("{text} (see affine-authentik --help)")
+    } else {
+        format!("{text} (see --help)")
     }
 }

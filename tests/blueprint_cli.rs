@@ -598,10 +598,21 @@ fn two_secret_flags_together_are_a_usage_error() {
         args.extend_from_slice(a);
         args.extend_from_slice(b);
         let r = run(command(&args).env(SECRET_ENV, SECRET));
-        assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
-        assert!(r.stdout.is_empty(), "{args:?}");
-        assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+        assert_usage_error(&r, &format!("{args:?}"), "cannot be used with");
     }
+}
+
+#[test]
+fn clap_usage_errors_are_one_line_too() {
+    let r = run(&mut command(&["blueprint"]));
+    assert_usage_error(&r, "missing --affine-url", "--affine-url");
+    let r = run(&mut command(&[
+        "blueprint",
+        "--affine-url",
+        AFFINE,
+        "--no-such-flag",
+    ]));
+    assert_usage_error(&r, "unknown flag", "--no-such-flag");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -630,7 +641,11 @@ fn group_adds_a_policy_binding_to_the_application_after_it() {
             "!Find [authentik_core.group, [name, {}]]",
             serde_json::to_string(group).unwrap()
         ));
-        assert_eq!(attr(ids, "group"), Some(&find), "{version}");
+        // The group is an attribute, not an identifier: a changed --group updates the
+        // binding found by (target, order) instead of adding a second one.
+        assert_eq!(attr(&binding["attrs"], "group"), Some(&find), "{version}");
+        assert_eq!(attr(ids, "group"), None, "{version}");
+        assert_eq!(attr(ids, "order"), Some(&yaml("0")), "{version}");
     }
 }
 
