@@ -329,6 +329,9 @@ fn stored(server: &AffineStandin) -> Value {
 #[test]
 fn example_playbook_configures_every_version_in_one_run_then_reports_ok() {
     let authentik = authentik_with_app("affine");
+    // One instance has its own application, through the per-host `slug` of the example.
+    authentik.add_provider("affine-new", ProviderState::new("AFFiNE new"));
+    let slugs = ["affine", "affine", "affine-new"];
     let servers: Vec<AffineStandin> = VERSIONS.iter().map(|v| affine(v)).collect();
     let hosts: Vec<String> = VERSIONS
         .iter()
@@ -343,8 +346,20 @@ fn example_playbook_configures_every_version_in_one_run_then_reports_ok() {
     )
     .expect("playbooks/affine_oidc.yml");
     lab.write("affine_oidc.yml", &example);
-    let pairs: Vec<(&str, &AffineStandin)> = host_refs.iter().copied().zip(&servers).collect();
-    lab.affine_group(&pairs, &format!("authentik_url={}\n", authentik.url()));
+    let mut ini = String::from("[affine]\n");
+    for ((host, server), slug) in host_refs.iter().zip(&servers).zip(slugs) {
+        let slug = if slug == "affine" {
+            String::new()
+        } else {
+            format!(" slug={slug}")
+        };
+        ini.push_str(&format!("{host} affine_url={}{slug}\n", server.url()));
+    }
+    ini.push_str(&format!(
+        "\n[affine:vars]\nauthentik_url={}\n",
+        authentik.url()
+    ));
+    lab.inventory(&ini);
     // The vars layout of playbooks/README.md: plain vars next to a vault-encrypted file.
     lab.write(
         "group_vars/affine/vars.yml",
@@ -372,9 +387,10 @@ fn example_playbook_configures_every_version_in_one_run_then_reports_ok() {
     assert_eq!(first.code, Some(0), "{}", first.show());
     first.assert_recap(&host_refs, &[("ok", 1), ("changed", 1), ("failed", 0)]);
     first.assert_no_secret(&[ADMIN_PASSWORD, CLIENT_SECRET]);
-    for (server, version) in servers.iter().zip(VERSIONS) {
+    for ((server, version), slug) in servers.iter().zip(VERSIONS).zip(slugs) {
         let value = stored(server);
-        assert_eq!(value["issuer"], issuer_of(&authentik), "{version}");
+        let issuer = format!("{}/application/o/{slug}/", authentik.url());
+        assert_eq!(value["issuer"], issuer, "{version}");
         assert_eq!(value["clientSecret"], CLIENT_SECRET, "{version}");
         assert!(
             !value["clientId"].as_str().unwrap_or("").is_empty(),
