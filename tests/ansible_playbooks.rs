@@ -1128,3 +1128,76 @@ fn unchanged_reconcile_takes_two_requests_with_a_password_one_with_a_token() {
     assert_eq!(with_token.requests().len() - n_tok, 1);
     assert_eq!(with_token.sign_in_count(), 0);
 }
+
+/// Ad hoc `k=v` dicts the way AnsibleModule reads them (`check_type_dict`): a quoted value may
+/// hold spaces, as the usual scope does.
+#[test]
+#[ignore = "src/ansible/params.rs splits k=v dicts on every space, ignoring quotes"]
+fn ad_hoc_dict_with_a_quoted_value_like_ansible() {
+    let server = affine("0.25.3");
+    let lab = Lab::new();
+    // A throwaway secret on the command line, as in ad_hoc_with_string_values.
+    let module_args = format!(
+        "affine_url={} admin_email={ADMIN_EMAIL} issuer=https://auth.example.com/application/o/affine/ \
+         client_id=adhoc-client client_secret=throwaway-adhoc-secret \
+         args=\"scope='openid profile email', claim_name=preferred_username\"",
+        server.url()
+    );
+    let mut cmd = lab.tool("ansible");
+    cmd.args([
+        "-i",
+        "inventory.ini",
+        "-M",
+        "library",
+        "localhost",
+        "-m",
+        "affine_oidc",
+    ])
+    .arg("-a")
+    .arg(&module_args)
+    .env("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let run = lab.run(cmd, "ansible -m affine_oidc (quoted dict value)".into());
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(
+        stored(&server)["args"],
+        json!({"scope": "openid profile email", "claim_name": "preferred_username"})
+    );
+}
+
+/// A secret too short for the string redactor (src/secret.rs masks 4 characters and up) must
+/// not come back inside AFFiNE's error message, which quotes the whole rejected value.
+#[test]
+#[ignore = "src/secret.rs skips secrets under 4 characters; AFFiNE's INVALID_APP_CONFIG quotes the value"]
+fn a_short_secret_stays_out_of_an_error_that_quotes_the_value() {
+    let server = affine("0.27.0");
+    let lab = Lab::new();
+    lab.affine_group(&[("affine27", &server)], "");
+    lab.write(
+        "secrets.yml",
+        &format!("admin_password: {ADMIN_PASSWORD}\nclient_secret: s1x\n"),
+    );
+    // A bool claim: AFFiNE 0.22+ rejects it and quotes the value, clientSecret included.
+    let task = r#"    - name: rejected
+      affine_oidc:
+        affine_url: "{{ affine_url }}"
+        admin_email: admin@example.com
+        admin_password: "{{ admin_password }}"
+        issuer: https://auth.example.com/application/o/affine/
+        client_id: affine-test-client
+        client_secret: "{{ client_secret }}"
+        args: {claim_email_verified: true}
+      delegate_to: localhost
+      ignore_errors: true
+"#;
+    lab.write("short.yml", &play(task));
+    let run = lab.playbook("short.yml", &["-e", "@secrets.yml"], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    run.assert_recap(&["affine27"], &[("ignored", 1)]);
+    let text = run.text();
+    assert!(
+        !text.contains(r#"clientSecret\":\"s1x"#) && !text.contains(r#""clientSecret":"s1x""#),
+        "{}",
+        run.show()
+    );
+    assert_eq!(server.write_count(), 0);
+}
