@@ -48,11 +48,14 @@ impl serde::Serialize for Secret {
 
 /// Replaces every known secret value inside arbitrary text: the last line of defence for
 /// text we did not build ourselves (a server's error message quoting our request, a
-/// body echoed back). Values shorter than 4 characters are not searched for: masking
-/// every "a" would garble the output and such a value protects nothing anyway.
+/// body echoed back). Values shorter than 4 characters are masked only where they stand
+/// as a whole quoted JSON string (`"s1x"`, as AFFiNE quotes a rejected value): masking
+/// every bare "a" would garble the output.
 #[derive(Default, Clone)]
 pub struct Redactor {
     values: Vec<String>,
+    /// Short values, as JSON string literals with their quotes.
+    short_quoted: Vec<String>,
 }
 
 impl Redactor {
@@ -67,7 +70,17 @@ impl Redactor {
     /// For secret material that never was a [`Secret`], e.g. a session cookie
     /// value read off a response header.
     pub fn add_raw(&mut self, value: &str) {
-        if value.len() >= 4 && !self.values.iter().any(|v| v == value) {
+        if value.is_empty() {
+            return;
+        }
+        if value.len() < 4 {
+            let quoted = serde_json::Value::String(value.to_string()).to_string();
+            if !self.short_quoted.contains(&quoted) {
+                self.short_quoted.push(quoted);
+            }
+            return;
+        }
+        if !self.values.iter().any(|v| v == value) {
             self.values.push(value.to_string());
             // Longest first, so a secret that contains another is masked whole.
             self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -81,6 +94,11 @@ impl Redactor {
                 out = out.replace(value.as_str(), MASK);
             }
         }
+        for quoted in &self.short_quoted {
+            if out.contains(quoted.as_str()) {
+                out = out.replace(quoted.as_str(), &format!("\"{MASK}\""));
+            }
+        }
         out
     }
 
@@ -88,7 +106,14 @@ impl Redactor {
     pub fn json(&self, value: &mut serde_json::Value) {
         use serde_json::Value;
         match value {
-            Value::String(s) => *s = self.text(s),
+            Value::String(s) => {
+                let whole = Value::String(s.clone()).to_string();
+                *s = if self.short_quoted.contains(&whole) {
+                    MASK.to_string()
+                } else {
+                    self.text(s)
+                };
+            }
             Value::Array(items) => items.iter_mut().for_each(|v| self.json(v)),
             Value::Object(map) => {
                 let entries = std::mem::take(map);
@@ -130,9 +155,15 @@ mod tests {
     }
 
     #[test]
-    fn redactor_ignores_tiny_values() {
+    fn redactor_masks_tiny_values_only_as_whole_quoted_strings() {
         let mut r = Redactor::new();
         r.add_raw("a");
+        r.add_raw("s1x");
         assert_eq!(r.text("banana"), "banana");
+        let masked = r.text(r#"Value: {"clientSecret":"s1x","x":"a"} s1x"#);
+        assert_eq!(
+            masked,
+            format!(r#"Value: {{"clientSecret":"{MASK}","x":"{MASK}"}} s1x"#)
+        );
     }
 }

@@ -1132,7 +1132,6 @@ fn unchanged_reconcile_takes_two_requests_with_a_password_one_with_a_token() {
 /// Ad hoc `k=v` dicts the way AnsibleModule reads them (`check_type_dict`): a quoted value may
 /// hold spaces, as the usual scope does.
 #[test]
-#[ignore = "src/ansible/params.rs splits k=v dicts on every space, ignoring quotes"]
 fn ad_hoc_dict_with_a_quoted_value_like_ansible() {
     let server = affine("0.25.3");
     let lab = Lab::new();
@@ -1167,7 +1166,6 @@ fn ad_hoc_dict_with_a_quoted_value_like_ansible() {
 /// A secret too short for the string redactor (src/secret.rs masks 4 characters and up) must
 /// not come back inside AFFiNE's error message, which quotes the whole rejected value.
 #[test]
-#[ignore = "src/secret.rs skips secrets under 4 characters; AFFiNE's INVALID_APP_CONFIG quotes the value"]
 fn a_short_secret_stays_out_of_an_error_that_quotes_the_value() {
     let server = affine("0.27.0");
     let lab = Lab::new();

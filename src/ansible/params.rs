@@ -345,11 +345,11 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
             }
             Value::String(s) => {
                 let mut map = Map::new();
-                for pair in s.split([',', ' ']).filter(|x| !x.is_empty()) {
-                    let (k, val) = pair
+                for field in split_kv_fields(s) {
+                    let (k, val) = field
                         .split_once('=')
                         .ok_or_else(|| type_error(p, v, "dict"))?;
-                    map.insert(k.trim().to_string(), Value::String(val.trim().to_string()));
+                    map.insert(k.trim().to_string(), Value::String(val.to_string()));
                 }
                 Value::Object(map)
             }
@@ -368,6 +368,33 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
             _ => return Err(type_error(p, v, "list")),
         },
     })
+}
+
+/// `k=v, k2='a b'` → [`k=v`, `k2=a b`]: fields end at a comma or a space outside quotes,
+/// quotes are dropped and a backslash escapes the next character, as Ansible's
+/// `check_type_dict` reads ad hoc `-a` dicts.
+fn split_kv_fields(s: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (c, quote) {
+            ('\\', _) => field.extend(chars.next()),
+            (q, None) if q == '\'' || q == '"' => quote = Some(q),
+            (q, Some(open)) if q == open => quote = None,
+            (',' | ' ', None) => {
+                if !field.is_empty() {
+                    fields.push(std::mem::take(&mut field));
+                }
+            }
+            (c, _) => field.push(c),
+        }
+    }
+    if !field.is_empty() {
+        fields.push(field);
+    }
+    fields
 }
 
 fn expand_home(s: &str) -> String {
@@ -412,6 +439,17 @@ mod tests {
         assert_eq!(p.int("timeout"), Some(12));
         assert_eq!(p.dict("args").unwrap()["claim_name"], "name");
         assert_eq!(p.str("state").as_deref(), Some("present"));
+    }
+
+    #[test]
+    fn ad_hoc_dicts_keep_quoted_values_whole() {
+        let mut r = Redactor::new();
+        let raw = json!({"args": "scope='openid profile email', claim_name=\"full name\" x=a\\,b"});
+        let p = parse(&SPEC, &raw, &mut r).unwrap();
+        let args = p.dict("args").unwrap();
+        assert_eq!(args["scope"], "openid profile email");
+        assert_eq!(args["claim_name"], "full name");
+        assert_eq!(args["x"], "a,b");
     }
 
     #[test]
