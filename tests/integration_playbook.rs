@@ -107,13 +107,21 @@ fn the_integration_playbook_wires_three_affine_versions_to_one_authentik_then_ch
     let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
     affine_inventory(&lab, &hosts, &authentik);
 
-    // First run: the token from the controller's environment.
+    // First run: the token from the controller's environment; verbose, so every result
+    // (verify's argv among them) is printed and checked for secrets.
     let first = lab.playbook(
         &integration_playbook(),
-        &[],
+        &["-v"],
         &[("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN)],
     );
     assert_no_secret(&first);
+    assert!(
+        first
+            .task("Walk the login chain (affine-authentik verify)")
+            .contains("\"--affine-url\""),
+        "verify's argv is shown: {}",
+        first.show()
+    );
     // Per host: the blueprint and the AFFiNE setting change; verify and its check do not.
     first.assert_recap(&names, &[("changed", 2), ("failed", 0), ("ok", 4)]);
     assert_eq!(
