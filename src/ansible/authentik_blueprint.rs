@@ -362,19 +362,30 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
         return Ok(r);
     }
 
-    let changed = current
+    let content_changed = current
         .as_ref()
         .map(|i| i.content != rendered.yaml)
         .unwrap_or(true);
+    // Right content but never applied successfully (an earlier run's apply failed after the
+    // create or update): authentik holds the blueprint, not its objects. Apply it again.
+    let unapplied = current
+        .as_ref()
+        .filter(|i| !matches!(i.status.as_str(), "successful" | "warning"));
+    let changed = content_changed || unapplied.is_some();
     if changed && !check {
         let instance = match &current {
-            Some(i) => client.update_content(&i.pk, &rendered.yaml)?,
+            Some(i) if content_changed => client.update_content(&i.pk, &rendered.yaml)?,
+            Some(i) => i.clone(),
             None => client.create_instance(&name, &rendered.yaml)?,
         };
         client.apply(&instance.pk)?;
     }
     let msg = match (changed, check, current.is_some()) {
         (false, _, _) => format!("{header} is up to date"),
+        (true, true, _) if !content_changed => format!(
+            "{header} would be applied: its last apply has status {:?} (check mode)",
+            unapplied.map(|i| i.status.as_str()).unwrap_or_default()
+        ),
         (true, true, _) => format!(
             "{header} would be {} (check mode)",
             if current.is_some() {
@@ -382,6 +393,10 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
             } else {
                 "created"
             }
+        ),
+        (true, false, _) if !content_changed => format!(
+            "{header} applied: its last apply had status {:?}",
+            unapplied.map(|i| i.status.as_str()).unwrap_or_default()
         ),
         (true, false, true) => format!("{header} updated and applied"),
         (true, false, false) => format!("{header} created and applied"),
