@@ -692,3 +692,37 @@ fn api_every_request_carries_the_token_as_bearer_and_no_secret_reaches_the_outpu
     );
     run(call(down), Some(&authentik)).assert_failed_with(&["127.0.0.1"]);
 }
+
+#[test]
+fn api_an_instance_with_the_content_but_never_applied_is_applied() {
+    // A first run created the instance, then its apply failed (a timeout, a 502 from the
+    // proxy): the content is right, the provider does not exist. The next run must apply.
+    let authentik = standin("2026.8.0");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let same = json!({"authentik_version": "2026.8.0", "client_secret": CLIENT_SECRET});
+    run(call(with(file_task(&dest), same.clone())), None).assert_ok();
+    let content = fs::read_to_string(&dest).unwrap();
+    let created = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v3/managed/blueprints/", authentik.url()))
+        .bearer_auth(authentik.token())
+        .json(&json!({"name": INSTANCE_NAME, "content": content, "context": {}, "enabled": true}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    assert_ne!(authentik.instances()[0]["status"], json!("successful"));
+    assert!(authentik.provider("affine").is_none());
+
+    let task = with(api_task(&authentik), same);
+    let check = run(call(task.clone()).check(), Some(&authentik));
+    assert!(check.assert_ok().changed(), "{}", check.out.stdout);
+    let r = run(call(task.clone()), Some(&authentik));
+    assert!(r.assert_ok().changed(), "{}", r.out.stdout);
+    assert!(r.msg().contains("last apply had status"), "{}", r.msg());
+    assert_eq!(authentik.applied_count(), 1);
+    assert!(authentik.provider("affine").is_some());
+    assert_eq!(authentik.instances()[0]["status"], json!("successful"));
+    let seen = authentik.requests().len();
+    assert!(!run(call(task), Some(&authentik)).assert_ok().changed());
+    assert!(writes(&requests_since(&authentik, seen)).is_empty());
+}
