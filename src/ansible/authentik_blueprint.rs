@@ -340,8 +340,8 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
         if !check {
             if remove_objects {
                 let removal = absent_blueprint(&rendered.yaml)?;
-                client.update_content(&instance.pk, &removal)?;
-                client.apply(&instance.pk)?;
+                let updated = client.update_content(&instance.pk, &removal)?;
+                client.apply(&updated)?;
             }
             client.delete_instance(&instance.pk)?;
         }
@@ -378,7 +378,7 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
             Some(i) => i.clone(),
             None => client.create_instance(&name, &rendered.yaml)?,
         };
-        client.apply(&instance.pk)?;
+        client.apply(&instance)?;
     }
     let msg = match (changed, check, current.is_some()) {
         (false, _, _) => format!("{header} is up to date"),

@@ -1,6 +1,8 @@
 //! authentik's API with a token (`Authorization: Bearer`). Nothing else in the project
 //! builds requests to authentik.
 
+use std::time::{Duration, Instant};
+
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{json, Value};
 
@@ -19,6 +21,8 @@ pub struct Instance {
     pub name: String,
     pub content: String,
     pub status: String,
+    pub last_applied: String,
+    pub last_applied_hash: String,
 }
 
 impl Instance {
@@ -34,6 +38,8 @@ impl Instance {
             name: s("name"),
             content: s("content"),
             status: s("status"),
+            last_applied: s("last_applied"),
+            last_applied_hash: s("last_applied_hash"),
         }
     }
 }
@@ -42,6 +48,8 @@ pub struct AuthentikClient {
     http: Client,
     base: BaseUrl,
     token: Secret,
+    /// How long [`AuthentikClient::apply`] waits for a queued apply to finish.
+    wait: Duration,
 }
 
 impl AuthentikClient {
@@ -53,6 +61,7 @@ impl AuthentikClient {
             http: options.client()?,
             base,
             token,
+            wait: options.timeout,
         })
     }
 
@@ -157,21 +166,43 @@ impl AuthentikClient {
         ))
     }
 
-    /// Applies now instead of at authentik's next hourly run; fails unless authentik reports
-    /// the apply successful.
-    pub fn apply(&self, pk: &str) -> Result<Instance> {
-        let url = self.base.join(&format!("{INSTANCES}{pk}/apply/"));
+    /// Applies now instead of at authentik's next hourly run, and waits for the outcome.
+    /// `before` is the instance as it was before this apply (the create or update answer).
+    /// Older authentik applies before answering; the Dramatiq-based versions only queue the
+    /// task and answer with the instance as it was (status `unknown` right after a create),
+    /// so the instance is read again until the apply shows in it: authentik saves the
+    /// instance when the task ends, moving `last_applied` (and, on success, the hash).
+    pub fn apply(&self, before: &Instance) -> Result<Instance> {
+        let url = self.base.join(&format!("{INSTANCES}{}/apply/", before.pk));
         let answer = self.send(self.http.post(url))?;
-        let instance = Instance::from_json(&self.expect_ok(answer, "apply the blueprint")?);
-        if !instance.status.is_empty() && instance.status != "successful" {
-            return Err(Error::failed(format!(
-                "{} applied the blueprint {:?} with status {:?}; see System > Blueprints in authentik for its logs",
-                self.what(),
-                instance.name,
-                instance.status
-            )));
+        let mut instance = Instance::from_json(&self.expect_ok(answer, "apply the blueprint")?);
+        let deadline = Instant::now() + self.wait;
+        loop {
+            match apply_outcome(before, &instance) {
+                Some(true) => return Ok(instance),
+                Some(false) => {
+                    return Err(Error::failed(format!(
+                        "{} applied the blueprint {:?} with status {:?}; see System > Blueprints in authentik for its logs",
+                        self.what(),
+                        instance.name,
+                        instance.status
+                    )))
+                }
+                None if Instant::now() >= deadline => {
+                    return Err(Error::failed(format!(
+                        "{} has not finished applying the blueprint {:?} after {} s (status {:?}); see System > Blueprints in authentik, and its worker",
+                        self.what(),
+                        instance.name,
+                        self.wait.as_secs(),
+                        instance.status
+                    )))
+                }
+                None => std::thread::sleep(Duration::from_millis(200)),
+            }
+            let url = self.base.join(&format!("{INSTANCES}{}/", before.pk));
+            let answer = self.send(self.http.get(url))?;
+            instance = Instance::from_json(&self.expect_ok(answer, "show the blueprint instance")?);
         }
-        Ok(instance)
     }
 
     pub fn delete_instance(&self, pk: &str) -> Result<()> {
@@ -226,6 +257,21 @@ impl AuthentikClient {
     }
 }
 
+/// Whether an apply has ended, judged from the instance before and now: `Some(true)` applied,
+/// `Some(false)` failed, `None` still queued or running.
+fn apply_outcome(before: &Instance, now: &Instance) -> Option<bool> {
+    let moved = now.last_applied != before.last_applied
+        || now.last_applied_hash != before.last_applied_hash;
+    match now.status.as_str() {
+        // An authentik that reports no status: nothing to wait for.
+        "" => Some(true),
+        "successful" | "warning" if moved => Some(true),
+        // A fresh error, or an earlier error saved again by this apply.
+        "error" if moved || before.status != "error" => Some(false),
+        _ => None,
+    }
+}
+
 /// authentik's validation answer (`{"content": ["Failed to validate blueprint", "<log>", ...]}`
 /// or `{"detail": ...}`) as readable lines.
 fn validation_logs(body: &Value) -> String {
@@ -251,5 +297,55 @@ fn validation_logs(body: &Value) -> String {
             .join("; "),
         Value::Null => "no details".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(status: &str, last_applied: &str, hash: &str) -> Instance {
+        Instance {
+            pk: "pk".into(),
+            name: "AFFiNE OIDC (affine)".into(),
+            content: String::new(),
+            status: status.into(),
+            last_applied: last_applied.into(),
+            last_applied_hash: hash.into(),
+        }
+    }
+
+    #[test]
+    fn an_apply_is_done_only_when_the_instance_shows_it() {
+        // Created, then applied before the answer (older authentik): done.
+        let created = instance("unknown", "t1", "");
+        assert_eq!(
+            apply_outcome(&created, &instance("successful", "t2", "h1")),
+            Some(true)
+        );
+        // Queued (Dramatiq versions): the answer is the instance as it was.
+        assert_eq!(apply_outcome(&created, &created), None);
+        // An update of an applied instance: its old `successful` is no answer yet.
+        let updated = instance("successful", "t2", "h1");
+        assert_eq!(apply_outcome(&updated, &updated), None);
+        assert_eq!(
+            apply_outcome(&updated, &instance("successful", "t3", "h2")),
+            Some(true)
+        );
+        assert_eq!(
+            apply_outcome(&updated, &instance("error", "t2", "h1")),
+            Some(false)
+        );
+        // An instance that failed before: its old `error` is no answer either.
+        let failed = instance("error", "t1", "");
+        assert_eq!(apply_outcome(&failed, &failed), None);
+        assert_eq!(
+            apply_outcome(&failed, &instance("error", "t2", "")),
+            Some(false)
+        );
+        assert_eq!(
+            apply_outcome(&failed, &instance("warning", "t2", "h1")),
+            Some(true)
+        );
     }
 }
