@@ -213,18 +213,30 @@ impl AuthentikClient {
     }
 
     /// The OAuth2 provider assigned to the application `slug`, as authentik's API shows it.
+    /// Looked up through the application (its detail route takes the slug): the provider
+    /// list has no slug filter, and authentik ignores a filter it does not know, so a list
+    /// query would answer with every provider.
     pub fn provider_for_application(&self, slug: &str) -> Result<Option<Value>> {
-        let answer = self.send(
-            self.http
-                .get(self.base.join("api/v3/providers/oauth2/"))
-                .query(&[("application__slug", slug)]),
-        )?;
-        let body = self.expect_ok(answer, "list OAuth2 providers")?;
-        Ok(body
-            .get("results")
-            .and_then(Value::as_array)
-            .and_then(|r| r.first())
-            .cloned())
+        let url = self.base.join(&format!("api/v3/core/applications/{slug}/"));
+        let (status, body) = self.send(self.http.get(url))?;
+        if status == 404 {
+            return Ok(None);
+        }
+        let application = self.expect_ok((status, body), "show the application")?;
+        let provider = match application.get("provider") {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            _ => return Ok(None),
+        };
+        let url = self
+            .base
+            .join(&format!("api/v3/providers/oauth2/{provider}/"));
+        let (status, body) = self.send(self.http.get(url))?;
+        if status == 404 {
+            return Ok(None); // a provider of another kind
+        }
+        self.expect_ok((status, body), "show the OAuth2 provider")
+            .map(Some)
     }
 
     /// The primary keys of the managed scope mappings with these `managed` keys.
