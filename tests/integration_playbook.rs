@@ -188,7 +188,10 @@ fn the_integration_playbook_wires_three_affine_versions_to_one_authentik_then_ch
     let token_used = authentik
         .requests()
         .iter()
-        .filter(|r| r.path_only().starts_with("/api/v3/core/applications/affine-"))
+        .filter(|r| {
+            r.path_only()
+                .starts_with("/api/v3/core/applications/affine-")
+        })
         .count();
     assert_eq!(
         token_used, 9,
