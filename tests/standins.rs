@@ -1002,15 +1002,19 @@ fn authentik_blueprint_instance_create_list_apply_and_discovery() {
         .json()
         .unwrap();
     assert_eq!(app["provider"], provider["pk"]);
-    let by_slug: Value = api(&ak)(
+    let by_client_id: Value = api(&ak)(
         reqwest::Method::GET,
-        "/api/v3/providers/oauth2/?application__slug=affine",
+        &format!(
+            "/api/v3/providers/oauth2/?client_id={}",
+            provider["client_id"].as_str().unwrap()
+        ),
     )
     .send()
     .unwrap()
     .json()
     .unwrap();
-    assert_eq!(by_slug["results"][0]["pk"], provider["pk"]);
+    assert_eq!(by_client_id["results"][0]["pk"], provider["pk"]);
+    assert_eq!(by_client_id["pagination"]["count"], 1);
     let managed = provider["property_mappings"][0].clone();
     let mappings: Value = api(&ak)(
         reqwest::Method::GET,

@@ -134,7 +134,7 @@ impl BlueprintSpec {
                     }));
                 }
                 warnings.push(format!(
-                    "the blueprint holds the client secret in clear text: keep the file private (mode 0600) and out of version control, or use {} / {}",
+                    "the blueprint holds the client secret in clear text: keep it private (a file: mode 0600) and out of version control, or use {} / {}",
                     n("client_secret_env"),
                     n("client_secret_file")
                 ));

@@ -652,11 +652,9 @@ impl Inner {
                     .store
                     .of(OAUTH2_PROVIDER)
                     .filter(|p| {
+                        // Like Django REST's filter backend: known filters narrow the list,
+                        // unknown ones (e.g. `application__slug`) are ignored, not refused.
                         q.iter().all(|(k, v)| match k.as_str() {
-                            "application__slug" => st.store.of(APPLICATION).any(|a| {
-                                a.get("slug") == Some(&json!(v))
-                                    && a.get("provider") == Some(&p.pk())
-                            }),
                             "name" | "client_id" => p.get(k) == Some(&json!(v)),
                             _ => true,
                         })
