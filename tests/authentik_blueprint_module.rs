@@ -727,71 +727,12 @@ fn api_an_instance_with_the_content_but_never_applied_is_applied() {
     assert!(writes(&requests_since(&authentik, seen)).is_empty());
 }
 
-/// authentik as its Dramatiq-based versions behave, in front of the (synchronous) stand-in:
-/// `POST .../apply/` only queues the task and answers at once with the instance as it was;
-/// the apply itself runs `delay` later. Everything else passes through. Returns its URL.
-fn queueing_proxy(upstream: String, delay: std::time::Duration) -> String {
-    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind the proxy");
-    let url = format!("http://{}", server.server_addr());
-    std::thread::spawn(move || {
-        let http = reqwest::blocking::Client::new();
-        for mut req in server.incoming_requests() {
-            let mut body = String::new();
-            let _ = req.as_reader().read_to_string(&mut body);
-            let header = |name: &str| {
-                req.headers()
-                    .iter()
-                    .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-                    .map(|h| h.value.to_string())
-            };
-            let auth = header("Authorization").unwrap_or_default();
-            let content_type = header("Content-Type");
-            let path = req.url().to_string();
-            let method = req.method().as_str().to_string();
-            let forward = |method: &str, path: &str| {
-                let mut r = http
-                    .request(method.parse().unwrap(), format!("{upstream}{path}"))
-                    .header("Authorization", auth.clone())
-                    .body(body.clone());
-                if let Some(ct) = &content_type {
-                    r = r.header("Content-Type", ct.clone());
-                }
-                r.send().expect("the stand-in answers")
-            };
-            let answer = if method == "POST" && path.ends_with("/apply/") {
-                let queued = path.clone();
-                let (http, upstream, auth) = (http.clone(), upstream.clone(), auth.clone());
-                std::thread::spawn(move || {
-                    std::thread::sleep(delay);
-                    let _ = http
-                        .post(format!("{upstream}{queued}"))
-                        .header("Authorization", auth)
-                        .send();
-                });
-                forward("GET", path.trim_end_matches("apply/"))
-            } else {
-                forward(&method, &path)
-            };
-            let status = answer.status().as_u16();
-            let text = answer.text().unwrap_or_default();
-            let response = tiny_http::Response::from_string(text)
-                .with_status_code(status)
-                .with_header(
-                    "Content-Type: application/json"
-                        .parse::<tiny_http::Header>()
-                        .unwrap(),
-                );
-            let _ = req.respond(response);
-        }
-    });
-    url
-}
-
 #[test]
 fn api_waits_for_an_apply_that_authentik_only_queued() {
+    // authentik's task-queue versions: apply answers at once, the apply happens later.
     let authentik = standin("2026.8.0");
-    let proxy = queueing_proxy(authentik.url(), std::time::Duration::from_millis(700));
-    let task = with(api_task(&authentik), json!({"authentik_url": proxy}));
+    authentik.set_apply_delay(Some(std::time::Duration::from_millis(700)));
+    let task = api_task(&authentik);
     let started = std::time::Instant::now();
     let r = run(call(task.clone()), Some(&authentik));
     r.assert_ok();
@@ -819,10 +760,7 @@ fn api_waits_for_an_apply_that_authentik_only_queued() {
 
     // A queue that does not get to it within `timeout`: a failure saying so.
     let slow = standin("2026.8.0");
-    let proxy = queueing_proxy(slow.url(), std::time::Duration::from_secs(4));
-    let task = with(
-        api_task(&slow),
-        json!({"authentik_url": proxy, "timeout": 1}),
-    );
+    slow.set_apply_delay(Some(std::time::Duration::from_secs(4)));
+    let task = with(api_task(&slow), json!({"timeout": 1}));
     run(call(task), Some(&slow)).assert_failed_with(&["has not finished applying", "1 s"]);
 }

@@ -130,6 +130,14 @@ impl AuthentikStandin {
         self.server.set_fault(f);
     }
 
+    /// Queue applies instead of running them before answering, as authentik's task-queue
+    /// versions do: `POST .../apply/` answers at once with the instance as it was, and the
+    /// apply happens `delay` later (at the first API request after that). `None` = apply
+    /// synchronously.
+    pub fn set_apply_delay(&self, delay: Option<std::time::Duration>) {
+        lock(&self.inner.state).apply_delay = delay;
+    }
+
     /// Make discovery documents announce this issuer instead of the real one (`None` = real).
     pub fn set_issuer_override(&self, issuer: Option<String>) {
         lock(&self.inner.state).issuer_override = issuer;
@@ -345,6 +353,10 @@ impl Instance {
 }
 
 struct State {
+    /// `Some`: applies are queued, as on authentik's task-queue (Dramatiq) versions.
+    apply_delay: Option<std::time::Duration>,
+    /// Queued applies: instance pk and when the worker gets to it.
+    queued_applies: Vec<(String, std::time::Instant)>,
     store: Store,
     instances: Vec<Instance>,
     applied_count: usize,
@@ -372,6 +384,8 @@ impl Inner {
                 applied_count: 0,
                 issuer_override: None,
                 discovery_available: true,
+                apply_delay: None,
+                queued_applies: Vec::new(),
             }),
         }
     }
@@ -600,6 +614,7 @@ impl Inner {
     }
 
     fn api(&self, req: &Request, path: &str) -> Response {
+        self.run_due_applies();
         let method = req.method.as_str();
         let rest = path.trim_start_matches("/api/v3/").trim_end_matches('/');
         let segs: Vec<&str> = rest.split('/').collect();
@@ -1100,7 +1115,43 @@ impl Inner {
 
     /// `POST .../{pk}/apply/`: applies now (authentik queues a task; the stand-in runs it before
     /// answering so the returned status is final) and returns the instance.
+    /// The task queue's worker, run lazily: every queued apply whose time has come.
+    fn run_due_applies(&self) {
+        let due: Vec<String> = {
+            let mut st = lock(&self.state);
+            let now = std::time::Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) =
+                st.queued_applies.drain(..).partition(|(_, at)| *at <= now);
+            st.queued_applies = later;
+            due.into_iter().map(|(pk, _)| pk).collect()
+        };
+        for pk in due {
+            let _ = self.apply_now(&pk);
+        }
+    }
+
     fn apply_instance(&self, pk: &str) -> Response {
+        let queued = {
+            let mut st = lock(&self.state);
+            match st.apply_delay {
+                Some(delay) => {
+                    let at = std::time::Instant::now() + delay;
+                    st.queued_applies.push((pk.to_string(), at));
+                    st.instances
+                        .iter()
+                        .find(|i| i.pk == pk)
+                        .map(Instance::to_json)
+                }
+                None => None,
+            }
+        };
+        match queued {
+            Some(instance) => Response::json(200, &instance),
+            None => self.apply_now(pk),
+        }
+    }
+
+    fn apply_now(&self, pk: &str) -> Response {
         let Some(instance) = lock(&self.state)
             .instances
             .iter()
