@@ -46,8 +46,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         affine-authentik oidc-config --authentik-url https://auth.example.com \\\n      \
         --affine-url https://affine.example.com\n  \
-        AFFINE_OIDC_CLIENT_SECRET=... affine-authentik oidc-config \\\n      \
-        --issuer https://auth.example.com/application/o/affine/ --client-id abc\n\n\
+        affine-authentik oidc-config --client-id abc \\\n      \
+        --issuer https://auth.example.com/application/o/affine/\n\n\
         The client secret comes from the environment variable AFFINE_OIDC_CLIENT_SECRET; without it\n\
         the output holds a placeholder to replace.")]
     OidcConfig(OidcConfigArgs),
@@ -67,7 +67,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         affine-authentik verify --affine-url https://affine.example.com \\\n      \
         --authentik-url https://auth.example.com\n  \
-        AUTHENTIK_TOKEN=... affine-authentik verify --json \\\n      \
+        affine-authentik verify --json --authentik-token-file /run/secrets/authentik \\\n      \
         --affine-url https://affine.example.com --authentik-url https://auth.example.com\n\n\
         Exit status 0 only when every check passes (warnings do not fail). The authentik checks run\n\
         when a token is given: env AUTHENTIK_TOKEN or --authentik-token-file (never on the command line).")]
@@ -168,21 +168,8 @@ pub struct SecretArgs {
 
 #[derive(Debug, Args)]
 pub struct OidcConfigArgs {
-    /// The issuer URL as-is (takes precedence over --authentik-url + --slug).
-    #[arg(long, value_name = "URL")]
-    pub issuer: Option<String>,
-
-    /// authentik's URL; with --slug gives the issuer <URL>/application/o/<slug>/.
-    #[arg(long, env = "AUTHENTIK_URL", value_name = "URL")]
-    pub authentik_url: Option<String>,
-
-    /// authentik application slug.
-    #[arg(long, default_value = DEFAULT_SLUG)]
-    pub slug: String,
-
-    /// OAuth2 client id [default: derived from --affine-url and --slug, as `blueprint` does].
-    #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
+    #[command(flatten)]
+    pub oidc: OidcClientArgs,
 
     /// AFFiNE's URL, to derive the default client id.
     #[arg(long, env = "AFFINE_URL", value_name = "URL")]
@@ -207,21 +194,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub backup: bool,
 
-    /// The issuer URL as-is.
-    #[arg(long, value_name = "URL")]
-    pub issuer: Option<String>,
-
-    /// authentik's URL; with --slug gives the issuer.
-    #[arg(long, value_name = "URL")]
-    pub authentik_url: Option<String>,
-
-    /// authentik application slug.
-    #[arg(long, default_value = DEFAULT_SLUG)]
-    pub slug: String,
-
-    /// OAuth2 client id [default: derived from --affine-url and --slug].
-    #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
+    #[command(flatten)]
+    pub oidc: OidcClientArgs,
 
     /// An `args` entry, KEY=VALUE (repeat): scope, claim_id, claim_email, claim_name, claim_email_verified.
     #[arg(long = "arg", value_name = "KEY=VALUE")]
@@ -231,17 +205,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub absent: bool,
 
-    /// Do not verify TLS certificates (test servers only).
-    #[arg(long)]
-    pub insecure: bool,
-
-    /// PEM file of CA certificates to trust.
-    #[arg(long, value_name = "PATH")]
-    pub ca_path: Option<String>,
-
-    /// Seconds per HTTP request.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    pub timeout: u64,
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Wait until AFFiNE lists OIDC among its login providers, up to SECONDS.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "120")]
@@ -262,21 +227,8 @@ pub struct VerifyArgs {
     #[arg(long, env = "AFFINE_URL", value_name = "URL")]
     pub affine_url: String,
 
-    /// The issuer AFFiNE is configured with (takes precedence over --authentik-url + --slug).
-    #[arg(long, value_name = "URL")]
-    pub issuer: Option<String>,
-
-    /// authentik's URL; with --slug gives the issuer, and is where the authentik checks go.
-    #[arg(long, env = "AUTHENTIK_URL", value_name = "URL")]
-    pub authentik_url: Option<String>,
-
-    /// authentik application slug.
-    #[arg(long, default_value = DEFAULT_SLUG)]
-    pub slug: String,
-
-    /// The client id AFFiNE and authentik should share [default: derived, as `blueprint` does].
-    #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
+    #[command(flatten)]
+    pub oidc: OidcClientArgs,
 
     /// A file holding an authentik API token (else env AUTHENTIK_TOKEN), for the authentik checks.
     #[arg(long, value_name = "PATH")]
@@ -286,6 +238,33 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
 
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Which issuer and client id: shared by `oidc-config`, `apply` and `verify`.
+#[derive(Debug, Args)]
+pub struct OidcClientArgs {
+    /// The issuer URL as-is (takes precedence over --authentik-url + --slug).
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// authentik's URL; with --slug gives the issuer <URL>/application/o/<slug>/.
+    #[arg(long, env = "AUTHENTIK_URL", value_name = "URL")]
+    pub authentik_url: Option<String>,
+
+    /// authentik application slug.
+    #[arg(long, default_value = DEFAULT_SLUG)]
+    pub slug: String,
+
+    /// OAuth2 client id [default: derived from the AFFiNE URL and the slug, as `blueprint` does].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+}
+
+/// TLS and timeout flags, as the modules' `validate_certs`, `ca_path` and `timeout`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
     /// Do not verify TLS certificates (test servers only).
     #[arg(long)]
     pub insecure: bool,
@@ -295,6 +274,16 @@ pub struct VerifyArgs {
     pub ca_path: Option<PathBuf>,
 
     /// Seconds per HTTP request.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+impl HttpArgs {
+    pub fn options(&self) -> crate::http::HttpOptions {
+        crate::http::HttpOptions {
+            validate_certs: !self.insecure,
+            ca_path: self.ca_path.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod exit_codes;
 pub mod http;
 pub mod names;
+pub mod oidc_client;
 pub mod oidc_setting;
 pub mod secret;
 pub mod slug;

@@ -11,9 +11,10 @@ use crate::affine::client::Credentials;
 use crate::affine::oidc_value::OidcValue;
 use crate::ansible::params::{Kind, Param, Params, Spec};
 use crate::blueprint::options::DEFAULT_SLUG;
-use crate::client_id::derive_client_id;
 use crate::error::{Error, Result};
 use crate::http::HttpOptions;
+use crate::names::NameStyle;
+use crate::oidc_client::{resolve_client_id, resolve_issuer};
 use crate::oidc_setting::{reconcile, Backend, Desired, Outcome, Request};
 use crate::secret::{Redactor, MASK};
 use crate::slug::Slug;
@@ -116,30 +117,18 @@ pub fn request_from_params(params: &Params) -> Result<Request> {
             "slug",
             &params.str("slug").unwrap_or_else(|| DEFAULT_SLUG.into()),
         )?;
-        let issuer = match (params.str("issuer"), params.str("authentik_url")) {
-            (Some(issuer), _) => {
-                BaseUrl::parse("issuer", &issuer)?;
-                issuer.trim().to_string()
-            }
-            (None, Some(authentik)) => {
-                BaseUrl::parse("authentik_url", &authentik)?.authentik_issuer(slug.as_str())
-            }
-            (None, None) => {
-                return Err(Error::usage(
-                    "state=present needs issuer, or authentik_url (with slug)",
-                ))
-            }
-        };
-        let client_id = match (params.str("client_id"), &affine_url) {
-            (Some(id), _) if !id.is_empty() => id,
-            (Some(_), _) => return Err(Error::usage("client_id is empty")),
-            (None, Some(url)) => derive_client_id(url, &slug),
-            (None, None) => {
-                return Err(Error::usage(
-                    "client_id is required (or affine_url, to derive it as the blueprint does)",
-                ))
-            }
-        };
+        let issuer = resolve_issuer(
+            params.str("issuer").as_deref(),
+            params.str("authentik_url").as_deref(),
+            &slug,
+            NameStyle::Module,
+        )?;
+        let client_id = resolve_client_id(
+            params.str("client_id").as_deref(),
+            affine_url.as_ref(),
+            &slug,
+            NameStyle::Module,
+        )?;
         let client_secret = params
             .secret("client_secret")
             .filter(|s| !s.is_empty())

@@ -34,10 +34,18 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
     put("admin_email", args.admin_email.clone().map(Value::from));
     put("config_file", args.config_file.clone().map(Value::from));
     put("backup", Some(Value::Bool(args.backup)));
-    put("issuer", args.issuer.clone().map(Value::from));
-    put("authentik_url", args.authentik_url.clone().map(Value::from));
-    put("slug", Some(Value::from(args.slug.clone())));
-    put("client_id", args.client_id.clone().map(Value::from));
+    put("issuer", args.oidc.issuer.clone().map(Value::from));
+    put(
+        "authentik_url",
+        // --issuer wins over --authentik-url (which AUTHENTIK_URL may fill in), as elsewhere.
+        args.oidc
+            .authentik_url
+            .clone()
+            .filter(|_| args.oidc.issuer.is_none())
+            .map(Value::from),
+    );
+    put("slug", Some(Value::from(args.oidc.slug.clone())));
+    put("client_id", args.oidc.client_id.clone().map(Value::from));
     put(
         "client_secret",
         std::env::var(DEFAULT_SECRET_ENV)
@@ -59,9 +67,15 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
         "state",
         Some(Value::from(if args.absent { "absent" } else { "present" })),
     );
-    put("validate_certs", Some(Value::Bool(!args.insecure)));
-    put("ca_path", args.ca_path.clone().map(Value::from));
-    put("timeout", Some(json!(args.timeout)));
+    put("validate_certs", Some(Value::Bool(!args.http.insecure)));
+    put(
+        "ca_path",
+        args.http
+            .ca_path
+            .as_ref()
+            .map(|p| Value::from(p.display().to_string())),
+    );
+    put("timeout", Some(json!(args.http.timeout)));
     put("wait", Some(Value::Bool(args.wait.is_some())));
     put("wait_timeout", args.wait.map(|w| json!(w)));
     put("_ansible_check_mode", Some(Value::Bool(args.check)));

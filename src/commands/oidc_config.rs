@@ -1,9 +1,10 @@
 use crate::affine::oidc_value::OidcValue;
 use crate::blueprint::options::DEFAULT_SECRET_ENV;
 use crate::cli::OidcConfigArgs;
-use crate::client_id::derive_client_id;
 use crate::commands::warn;
 use crate::error::{Error, Result};
+use crate::names::NameStyle;
+use crate::oidc_client::{resolve_client_id, resolve_issuer};
 use crate::secret::Secret;
 use crate::slug::Slug;
 use crate::web_url::BaseUrl;
@@ -13,31 +14,24 @@ use crate::web_url::BaseUrl;
 pub const SECRET_PLACEHOLDER: &str = "REPLACE-WITH-THE-CLIENT-SECRET-FROM-AUTHENTIK";
 
 pub fn run(args: &OidcConfigArgs) -> Result<()> {
-    let slug = Slug::parse("--slug", &args.slug)?;
-    let issuer = match (&args.issuer, &args.authentik_url) {
-        (Some(issuer), _) => {
-            BaseUrl::parse("--issuer", issuer)?;
-            issuer.trim().to_string()
-        }
-        (None, Some(authentik)) => {
-            BaseUrl::parse("--authentik-url", authentik)?.authentik_issuer(slug.as_str())
-        }
-        (None, None) => {
-            return Err(Error::usage(
-                "give --issuer, or --authentik-url (with --slug)",
-            ))
-        }
-    };
-    let client_id = match (&args.client_id, &args.affine_url) {
-        (Some(id), _) if !id.trim().is_empty() => id.clone(),
-        (Some(_), _) => return Err(Error::usage("--client-id is empty")),
-        (None, Some(affine)) => derive_client_id(&BaseUrl::parse("--affine-url", affine)?, &slug),
-        (None, None) => {
-            return Err(Error::usage(
-                "give --client-id, or --affine-url to derive it the way `blueprint` does",
-            ))
-        }
-    };
+    let slug = Slug::parse("--slug", &args.oidc.slug)?;
+    let issuer = resolve_issuer(
+        args.oidc.issuer.as_deref(),
+        args.oidc.authentik_url.as_deref(),
+        &slug,
+        NameStyle::Cli,
+    )?;
+    let affine_url = args
+        .affine_url
+        .as_deref()
+        .map(|u| BaseUrl::parse("--affine-url", u))
+        .transpose()?;
+    let client_id = resolve_client_id(
+        args.oidc.client_id.as_deref(),
+        affine_url.as_ref(),
+        &slug,
+        NameStyle::Cli,
+    )?;
     let client_secret = match std::env::var(DEFAULT_SECRET_ENV) {
         Ok(s) if !s.is_empty() => Secret::new(s),
         _ => {

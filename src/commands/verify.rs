@@ -1,9 +1,7 @@
-use std::time::Duration;
-
 use crate::cli::VerifyArgs;
-use crate::client_id::derive_client_id;
 use crate::error::{Error, Result};
-use crate::http::HttpOptions;
+use crate::names::NameStyle;
+use crate::oidc_client::{resolve_client_id, resolve_issuer};
 use crate::secret::{Redactor, Secret};
 use crate::slug::Slug;
 use crate::verify::{self, Check, Status, VerifyInput};
@@ -12,28 +10,25 @@ use crate::web_url::BaseUrl;
 /// Runs the checks and prints them. `Ok(true)` when every check passed.
 pub fn run(args: &VerifyArgs) -> Result<bool> {
     let affine_url = BaseUrl::parse("--affine-url", &args.affine_url)?;
-    let slug = Slug::parse("--slug", &args.slug)?;
+    let slug = Slug::parse("--slug", &args.oidc.slug)?;
     let authentik_url = args
+        .oidc
         .authentik_url
         .as_deref()
         .map(|u| BaseUrl::parse("--authentik-url", u))
         .transpose()?;
-    let issuer = match (&args.issuer, &authentik_url) {
-        (Some(issuer), _) => {
-            BaseUrl::parse("--issuer", issuer)?;
-            issuer.trim().to_string()
-        }
-        (None, Some(url)) => url.authentik_issuer(slug.as_str()),
-        (None, None) => {
-            return Err(Error::usage(
-                "give --issuer, or --authentik-url (with --slug)",
-            ))
-        }
-    };
-    let client_id = args
-        .client_id
-        .clone()
-        .unwrap_or_else(|| derive_client_id(&affine_url, &slug));
+    let issuer = resolve_issuer(
+        args.oidc.issuer.as_deref(),
+        args.oidc.authentik_url.as_deref(),
+        &slug,
+        NameStyle::Cli,
+    )?;
+    let client_id = resolve_client_id(
+        args.oidc.client_id.as_deref(),
+        Some(&affine_url),
+        &slug,
+        NameStyle::Cli,
+    )?;
     let token = match &args.authentik_token_file {
         Some(path) => Some(Secret::new(
             std::fs::read_to_string(path)
@@ -68,11 +63,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         issuer,
         client_id,
         authentik,
-        http: HttpOptions {
-            validate_certs: !args.insecure,
-            ca_path: args.ca_path.clone(),
-            timeout: Duration::from_secs(args.timeout.max(1)),
-        },
+        http: args.http.options(),
     };
     let checks = verify::run(&input)?;
     let ok = verify::all_passed(&checks);

@@ -1,0 +1,54 @@
+//! Which issuer and client id AFFiNE should use, from what the user gave: one rule for
+//! `oidc-config`, `verify`, `apply` and the `affine_oidc` module.
+
+use crate::client_id::derive_client_id;
+use crate::error::{Error, Result};
+use crate::names::NameStyle;
+use crate::slug::Slug;
+use crate::web_url::BaseUrl;
+
+/// `issuer` as given (checked to be a URL, kept as written: AFFiNE concatenates it), else
+/// authentik's issuer for the application, `<authentik_url>/application/o/<slug>/`.
+pub fn resolve_issuer(
+    issuer: Option<&str>,
+    authentik_url: Option<&str>,
+    slug: &Slug,
+    names: NameStyle,
+) -> Result<String> {
+    let n = |s: &str| names.name(s);
+    match (issuer, authentik_url) {
+        (Some(issuer), _) => {
+            BaseUrl::parse(&n("issuer"), issuer)?;
+            Ok(issuer.trim().to_string())
+        }
+        (None, Some(authentik)) => {
+            Ok(BaseUrl::parse(&n("authentik_url"), authentik)?.authentik_issuer(slug.as_str()))
+        }
+        (None, None) => Err(Error::usage(format!(
+            "give {}, or {} (with {})",
+            n("issuer"),
+            n("authentik_url"),
+            n("slug")
+        ))),
+    }
+}
+
+/// `client_id` as given, else derived from the AFFiNE URL and slug as `blueprint` derives it.
+pub fn resolve_client_id(
+    client_id: Option<&str>,
+    affine_url: Option<&BaseUrl>,
+    slug: &Slug,
+    names: NameStyle,
+) -> Result<String> {
+    let n = |s: &str| names.name(s);
+    match (client_id, affine_url) {
+        (Some(id), _) if !id.trim().is_empty() => Ok(id.to_string()),
+        (Some(_), _) => Err(Error::usage(format!("{} is empty", n("client_id")))),
+        (None, Some(url)) => Ok(derive_client_id(url, slug)),
+        (None, None) => Err(Error::usage(format!(
+            "give {}, or {} to derive it the way the blueprint does",
+            n("client_id"),
+            n("affine_url")
+        ))),
+    }
+}
