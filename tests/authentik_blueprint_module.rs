@@ -5,17 +5,17 @@
 //! checked for the protocol (stdout is exactly one JSON object) and for secrets (the
 //! authentik token and the client secret never in stdout or stderr).
 
-mod integration_support;
 mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use integration_support::{ModuleCall, ModuleRun};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin, Recorded};
+use support::module_run::{ModuleCall, ModuleRun};
+use support::process::{closed_port, command, Captured};
 
 const MODULE: &str = "authentik_blueprint";
 const AFFINE_URL: &str = "https://affine.example.com";
@@ -106,12 +106,8 @@ fn dest_first_run_writes_the_file_0644_and_changes_then_the_same_content_is_ok_b
     assert_eq!(first.json["checksum"], json!(sha256_hex(&bytes)));
     assert_eq!(first.json["blueprint_name"], json!(INSTANCE_NAME));
     // The same text the CLI prints for the same inputs.
-    let cli = std::process::Command::new(integration_support::BIN)
-        .args(["blueprint", "--affine-url", AFFINE_URL])
-        .env_remove("AFFINE_URL")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&cli.stdout), text);
+    let cli = Captured::of(&mut command(&["blueprint", "--affine-url", AFFINE_URL]));
+    assert_eq!(cli.stdout, text);
 
     let inode = fs::metadata(&dest).unwrap().ino();
     let second = run(call(file_task(&dest)), None);
@@ -688,7 +684,7 @@ fn api_every_request_carries_the_token_as_bearer_and_no_secret_reaches_the_outpu
     // A failure deep inside (authentik down) still prints no secret.
     let down = with(
         api_task(&authentik),
-        json!({"authentik_url": format!("http://127.0.0.1:{}", integration_support::closed_port())}),
+        json!({"authentik_url": format!("http://127.0.0.1:{}", closed_port())}),
     );
     run(call(down), Some(&authentik)).assert_failed_with(&["127.0.0.1"]);
 }

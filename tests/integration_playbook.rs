@@ -8,17 +8,15 @@
 //! loopback addresses, and every stand-in listens on 127.0.0.1 (verify's warning for that
 //! case is proven in tests/verify_cli.rs).
 
-mod integration_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use integration_support::ansible::{Lab, Run};
-use integration_support::{Captured, BIN, TOOL_ENV};
 use serde_json::json;
 use support::affine_standin::{AffineOptions, AffineStandin};
+use support::ansible::{Lab, Run};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin};
+use support::process::{bin, command, Captured};
 
 const ADMIN_EMAIL: &str = "admin@example.com";
 /// Distinctive values, so finding one (or the marker) in any output can only mean a leak.
@@ -62,8 +60,9 @@ fn affine_inventory(lab: &Lab, hosts: &[(&str, &AffineStandin)], authentik: &Aut
         ini.push_str(&format!("{name} affine_url={} slug={name}\n", server.url()));
     }
     ini.push_str(&format!(
-        "\n[affine:vars]\nauthentik_url={}\naffine_admin_email={ADMIN_EMAIL}\naffine_authentik_bin={BIN}\n",
-        authentik.url()
+        "\n[affine:vars]\nauthentik_url={}\naffine_admin_email={ADMIN_EMAIL}\naffine_authentik_bin={}\n",
+        authentik.url(),
+        bin()
     ));
     lab.inventory(&ini);
     // The secrets a user keeps vault-encrypted, in a vars file beside the inventory.
@@ -77,21 +76,18 @@ fn affine_inventory(lab: &Lab, hosts: &[(&str, &AffineStandin)], authentik: &Aut
 
 /// `affine-authentik verify` for one instance, the token from the environment.
 fn verify(affine_url: &str, authentik: &AuthentikStandin, slug: &str) -> Captured {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "verify",
-        "--affine-url",
-        affine_url,
-        "--authentik-url",
-        &authentik.url(),
-        "--slug",
-        slug,
-    ]);
-    for name in TOOL_ENV {
-        cmd.env_remove(name);
-    }
-    cmd.env("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN);
-    Captured::from_output(cmd.output().expect("run verify"))
+    Captured::of(
+        command(&[
+            "verify",
+            "--affine-url",
+            affine_url,
+            "--authentik-url",
+            &authentik.url(),
+            "--slug",
+            slug,
+        ])
+        .env("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN),
+    )
 }
 
 #[test]
@@ -110,7 +106,7 @@ fn the_integration_playbook_wires_three_affine_versions_to_one_authentik_then_ch
     // First run: the token from the controller's environment; verbose, so every result
     // (verify's argv among them) is printed and checked for secrets.
     let first = lab.playbook(
-        &integration_playbook(),
+        integration_playbook(),
         &["-v"],
         &[("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN)],
     );
@@ -167,7 +163,7 @@ fn the_integration_playbook_wires_three_affine_versions_to_one_authentik_then_ch
         "inventory/group_vars/affine/authentik.yml",
         &format!("vault_authentik_token: {AUTHENTIK_TOKEN}\n"),
     );
-    let second = lab.playbook(&integration_playbook(), &["-v"], &[]);
+    let second = lab.playbook(integration_playbook(), &["-v"], &[]);
     assert_no_secret(&second);
     second.assert_recap(&names, &[("changed", 0), ("failed", 0), ("ok", 4)]);
     assert_eq!(
@@ -212,7 +208,7 @@ fn a_link_the_playbook_cannot_fix_fails_the_verify_task_naming_the_check() {
     let server = affine("0.25.3");
     affine_inventory(&lab, &[("affine-025", &server)], &authentik);
     let run = lab.playbook(
-        &integration_playbook(),
+        integration_playbook(),
         &[],
         &[("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN)],
     );

@@ -4,15 +4,13 @@
 //! exits 0; each broken link fails with its OWN check and message and exits 1, and the other
 //! links still pass. The authentik token never shows in the output.
 
-mod integration_support;
 mod support;
 
-use std::process::Command;
-
-use integration_support::{Captured, ModuleCall, BIN, TOOL_ENV};
 use serde_json::{json, Value};
 use support::affine_standin::{AffineOptions, AffineStandin};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
+use support::module_run::ModuleCall;
+use support::process::{closed_port, command, Captured};
 
 const CLIENT_SECRET: &str = "client-secret-SECRET-0d4e2b";
 const WRONG_TOKEN: &str = "wrong-token-SECRET-77e1";
@@ -187,13 +185,7 @@ impl Verify {
 
 /// `affine-authentik verify ARGS` with `env`; the tool's env vars of the outer world removed.
 fn verify(args: &[&str], env: &[(&str, &str)]) -> Verify {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("verify").args(args);
-    for name in TOOL_ENV {
-        cmd.env_remove(name);
-    }
-    cmd.envs(env.iter().copied());
-    let out = Captured::from_output(cmd.output().expect("run verify"));
+    let out = Captured::of(command(&["verify"]).args(args).envs(env.iter().copied()));
     out.assert_no_secrets(&[CLIENT_SECRET, WRONG_TOKEN, "-SECRET"]);
     Verify { out }
 }
@@ -390,7 +382,7 @@ fn unreachable_discovery_fails_discovery() {
     v.assert_only_failed(&[("discovery", &["HTTP 503", "reach the issuer"])]);
 
     // Nothing listening at all.
-    let port = integration_support::closed_port();
+    let port = closed_port();
     let affine_url = c.affine.url();
     let v = verify(
         &[
