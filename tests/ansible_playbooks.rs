@@ -4,51 +4,23 @@
 //! Ansible's temp dirs) so tests running side by side do not meet. Secrets reach Ansible through
 //! extra-vars files, vault files or the environment, never the command line (except in the ad
 //! hoc test, which says why).
-//!
-//! The benchmark of the README (`scripts/bench-affine-oidc.sh`) lives here too, as an ignored
-//! test: it needs the same stand-ins and the same Ansible set-up.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 use support::affine_standin::{AffineOptions, AffineStandin};
+use support::ansible::{Lab, Run};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
 
-const BIN: &str = env!("CARGO_BIN_EXE_affine-authentik");
 const ADMIN_EMAIL: &str = "admin@example.com";
 /// Distinctive values, so finding one in any output can only mean a leak.
 const ADMIN_PASSWORD: &str = "adminpw-Q7x2kLr9-SECRET";
 const CLIENT_SECRET: &str = "clientsecret-8Hc3vTq1-SECRET";
 const VERSIONS: [&str; 3] = ["0.21.0", "0.25.3", "0.27.0"];
-
-/// The directory holding `ansible-playbook`: `AFFINE_AUTHENTIK_ANSIBLE_BIN` (set by
-/// scripts/test.sh), else the virtualenv scripts/test.sh makes. Never a silent skip.
-fn ansible_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AFFINE_AUTHENTIK_ANSIBLE_BIN") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.join("ansible-playbook").is_file(),
-            "AFFINE_AUTHENTIK_ANSIBLE_BIN={} holds no ansible-playbook; run scripts/test.sh",
-            dir.display()
-        );
-        return dir;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
-    if venv.join("ansible-playbook").is_file() {
-        return venv;
-    }
-    panic!(
-        "these tests run the real ansible-playbook of the pinned ansible-core, and none was found \
-         (AFFINE_AUTHENTIK_ANSIBLE_BIN is unset and {} does not exist): run scripts/test.sh, which \
-         installs it into .venv/ and runs the tests",
-        venv.display()
-    );
-}
 
 fn affine(version: &str) -> AffineStandin {
     let mut opts = AffineOptions::new(version);
@@ -69,251 +41,20 @@ fn issuer_of(authentik: &AuthentikStandin) -> String {
     format!("{}/application/o/affine/", authentik.url())
 }
 
-/// One test's Ansible world in a temp dir.
-struct Lab {
-    dir: tempfile::TempDir,
-    ansible: PathBuf,
-}
-
-struct Run {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let ansible = ansible_bin();
-        let dir = tempfile::Builder::new()
-            .prefix("affine-oidc-ansible-")
-            .tempdir()
-            .expect("temp dir");
-        let lab = Lab { dir, ansible };
-        for d in ["home/.ansible", "tmp/local", "tmp/remote", "results"] {
-            std::fs::create_dir_all(lab.path(d)).expect("mkdir");
-        }
-        // library/ beside the playbooks: where Ansible looks first, as playbooks/README.md says.
-        let out = Command::new(BIN)
-            .arg("install-modules")
-            .arg(lab.path("library"))
-            .output()
-            .expect("the binary runs");
-        assert!(
-            out.status.success(),
-            "install-modules failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab.write(
-            "ansible.cfg",
-            &format!(
-                "[defaults]\nlocal_tmp = {root}/tmp/local\nremote_tmp = {root}/tmp/remote\n\
-                 retry_files_enabled = False\nhost_key_checking = False\nnocolor = True\n\
-                 interpreter_python = {python}\n",
-                root = lab.root().display(),
-                python = lab.python().display()
-            ),
-        );
-        lab.inventory("");
-        lab
+/// An `[affine]` group, one host per stand-in, each with its `affine_url`.
+fn affine_group(lab: &Lab, hosts: &[(&str, &AffineStandin)], group_vars: &str) {
+    let mut ini = String::from("[affine]\n");
+    for (name, server) in hosts {
+        ini.push_str(&format!("{name} affine_url={}\n", server.url()));
     }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root().join(rel)
-    }
-
-    fn python(&self) -> PathBuf {
-        self.ansible.join("python")
-    }
-
-    /// Writes `rel` (mode 0600: some hold secrets), making its directory.
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let path = self.path(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        path
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
-    }
-
-    /// `inventory.ini`: localhost (where the module runs), then `rest`.
-    fn inventory(&self, rest: &str) {
-        self.write(
-            "inventory.ini",
-            &format!(
-                "localhost ansible_connection=local ansible_python_interpreter={}\n\n{rest}",
-                self.python().display()
-            ),
-        );
-    }
-
-    /// An `[affine]` group, one host per stand-in, each with its `affine_url`.
-    fn affine_group(&self, hosts: &[(&str, &AffineStandin)], group_vars: &str) {
-        let mut ini = String::from("[affine]\n");
-        for (name, server) in hosts {
-            ini.push_str(&format!("{name} affine_url={}\n", server.url()));
-        }
-        ini.push_str(&format!("\n[affine:vars]\n{group_vars}"));
-        self.inventory(&ini);
-    }
-
-    /// A command from the virtualenv, run in the lab with nothing inherited that could change
-    /// Ansible's behaviour or hand the module credentials (ANSIBLE_*, AFFINE_*).
-    fn tool(&self, name: &str) -> Command {
-        let mut cmd = Command::new(self.ansible.join(name));
-        cmd.current_dir(self.root());
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k.starts_with("ANSIBLE_") || k.starts_with("AFFINE_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.env("ANSIBLE_CONFIG", self.path("ansible.cfg"))
-            .env("HOME", self.path("home"))
-            .env("ANSIBLE_HOME", self.path("home/.ansible"))
-            .env("ANSIBLE_LOCAL_TEMP", self.path("tmp/local"))
-            .env("ANSIBLE_REMOTE_TEMP", self.path("tmp/remote"))
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_FORCE_COLOR", "0")
-            .env("LC_ALL", "C.UTF-8")
-            .env("LANG", "C.UTF-8");
-        cmd
-    }
-
-    fn run(&self, mut cmd: Command, what: String) -> Run {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        Run {
-            what,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `ansible-playbook -i inventory.ini PLAYBOOK ARGS...` with `env` added.
-    fn playbook(&self, playbook: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = self.tool("ansible-playbook");
-        cmd.arg("-i").arg("inventory.ini").arg(playbook).args(args);
-        cmd.envs(env.iter().copied());
-        self.run(
-            cmd,
-            format!("ansible-playbook {playbook} {}", args.join(" ")),
-        )
-    }
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-
-    fn show(&self) -> String {
-        format!(
-            "{} (exit {:?})\n--- stdout\n{}\n--- stderr\n{}",
-            self.what, self.code, self.stdout, self.stderr
-        )
-    }
-
-    /// PLAY RECAP: host → {ok, changed, unreachable, failed, skipped, rescued, ignored}.
-    fn recap(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
-        let recap = self
-            .stdout
-            .split("PLAY RECAP")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no PLAY RECAP in {}", self.show()));
-        let mut hosts = BTreeMap::new();
-        for line in recap.lines().filter(|l| l.contains(" : ")) {
-            let (host, counts) = line.split_once(" : ").expect("recap line");
-            let counts = counts
-                .split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
-                .collect();
-            hosts.insert(host.trim().to_string(), counts);
-        }
-        hosts
-    }
-
-    /// Asserts `key=value` for every listed host in the recap.
-    fn assert_recap(&self, hosts: &[&str], expect: &[(&str, u64)]) {
-        let recap = self.recap();
-        for host in hosts {
-            let counts = recap
-                .get(*host)
-                .unwrap_or_else(|| panic!("{host} missing from the recap of {}", self.show()));
-            for (key, want) in expect {
-                assert_eq!(
-                    counts.get(*key),
-                    Some(want),
-                    "{host}: {key} in the recap of {}",
-                    self.show()
-                );
-            }
-        }
-    }
-
-    fn assert_no_secret(&self, secrets: &[&str]) {
-        let text = self.text();
-        for s in secrets {
-            assert!(!text.contains(s), "a secret leaked into {}", self.show());
-        }
-    }
-
-    /// The output of the task named `name`: from its `TASK [name]` banner to the next banner.
-    fn task(&self, name: &str) -> &str {
-        let banner = format!("TASK [{name}]");
-        let start = self
-            .stdout
-            .find(&banner)
-            .unwrap_or_else(|| panic!("no task {name:?} in {}", self.show()));
-        let rest = &self.stdout[start + banner.len()..];
-        let end = ["TASK [", "PLAY RECAP"]
-            .iter()
-            .filter_map(|b| rest.find(b))
-            .min()
-            .unwrap_or(rest.len());
-        &rest[..end]
-    }
+    ini.push_str(&format!("\n[affine:vars]\n{group_vars}"));
+    lab.inventory(&ini);
 }
 
 /// A play over the `[affine]` hosts, each task delegated to localhost. `tasks` is YAML at the
 /// indentation of a task list item (4 spaces).
 fn play(tasks: &str) -> String {
     format!("- name: test play\n  hosts: affine\n  gather_facts: false\n  tasks:\n{tasks}")
-}
-
-/// The session material the module sent to `server`: `affine_session` / `affine_csrf_token`
-/// cookie values and bearer tokens, from the stand-in's request log.
-fn sessions_seen(server: &AffineStandin) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    for r in server.requests() {
-        for (name, value) in &r.headers {
-            if name.eq_ignore_ascii_case("cookie") {
-                for pair in value.split(';') {
-                    if let Some((k, v)) = pair.trim().split_once('=') {
-                        if k == "affine_session" || k == "affine_csrf_token" {
-                            seen.insert(v.to_string());
-                        }
-                    }
-                }
-            }
-            if name.eq_ignore_ascii_case("authorization") {
-                if let Some(t) = value.strip_prefix("Bearer ") {
-                    seen.insert(t.trim().to_string());
-                }
-            }
-        }
-    }
-    seen
 }
 
 fn stored(server: &AffineStandin) -> Value {
@@ -339,7 +80,7 @@ fn example_playbook_configures_every_version_in_one_run_then_reports_ok() {
         .collect();
     let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
 
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     // The exact example, with library/ beside it (the documented layout).
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/affine_oidc.yml"),
@@ -377,16 +118,18 @@ fn example_playbook_configures_every_version_in_one_run_then_reports_ok() {
         .args(["encrypt", "--vault-password-file", "vault-pass"])
         .arg("group_vars/affine/vault.yml");
     let enc = lab.run(encrypt, "ansible-vault encrypt".into());
-    assert_eq!(enc.code, Some(0), "{}", enc.show());
+    assert_eq!(enc.out.code, Some(0), "{}", enc.show());
     let vault = lab.read("group_vars/affine/vault.yml");
     assert!(vault.starts_with("$ANSIBLE_VAULT;1.1;AES256"), "{vault}");
     assert!(!vault.contains(CLIENT_SECRET));
 
     let args = ["--vault-password-file", "vault-pass"];
     let first = lab.playbook("affine_oidc.yml", &args, &[]);
-    assert_eq!(first.code, Some(0), "{}", first.show());
+    assert_eq!(first.out.code, Some(0), "{}", first.show());
     first.assert_recap(&host_refs, &[("ok", 1), ("changed", 1), ("failed", 0)]);
-    first.assert_no_secret(&[ADMIN_PASSWORD, CLIENT_SECRET]);
+    first
+        .out
+        .assert_no_secrets(&[ADMIN_PASSWORD, CLIENT_SECRET]);
     for ((server, version), slug) in servers.iter().zip(VERSIONS).zip(slugs) {
         let value = stored(server);
         let issuer = format!("{}/application/o/{slug}/", authentik.url());
@@ -408,9 +151,11 @@ fn example_playbook_configures_every_version_in_one_run_then_reports_ok() {
 
     let before: Vec<usize> = servers.iter().map(|s| s.requests().len()).collect();
     let second = lab.playbook("affine_oidc.yml", &args, &[]);
-    assert_eq!(second.code, Some(0), "{}", second.show());
+    assert_eq!(second.out.code, Some(0), "{}", second.show());
     second.assert_recap(&host_refs, &[("ok", 1), ("changed", 0), ("failed", 0)]);
-    second.assert_no_secret(&[ADMIN_PASSWORD, CLIENT_SECRET]);
+    second
+        .out
+        .assert_no_secrets(&[ADMIN_PASSWORD, CLIENT_SECRET]);
     for ((server, version), n) in servers.iter().zip(VERSIONS).zip(before) {
         assert_eq!(
             server.write_count(),
@@ -445,10 +190,10 @@ const SET_TASK: &str = r#"    - name: set
 fn check_mode_writes_nothing_on_any_version_but_reports_the_change() {
     let authentik = authentik_with_app("affine");
     let servers: Vec<AffineStandin> = VERSIONS.iter().map(|v| affine(v)).collect();
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     let names = ["v21", "v25", "v27"];
     let pairs: Vec<(&str, &AffineStandin)> = names.iter().copied().zip(&servers).collect();
-    lab.affine_group(&pairs, &format!("issuer={}\n", issuer_of(&authentik)));
+    affine_group(&lab, &pairs, &format!("issuer={}\n", issuer_of(&authentik)));
     lab.write(
         "secrets.yml",
         &format!("admin_password: {ADMIN_PASSWORD}\nclient_secret: {CLIENT_SECRET}\n"),
@@ -456,11 +201,11 @@ fn check_mode_writes_nothing_on_any_version_but_reports_the_change() {
     lab.write("set.yml", &play(SET_TASK));
 
     let run = lab.playbook("set.yml", &["--check", "-v", "-e", "@secrets.yml"], &[]);
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(&names, &[("changed", 1), ("failed", 0)]);
-    run.assert_no_secret(&[ADMIN_PASSWORD, CLIENT_SECRET]);
+    run.out.assert_no_secrets(&[ADMIN_PASSWORD, CLIENT_SECRET]);
     assert!(
-        run.stdout.contains("check mode, nothing written"),
+        run.out.stdout.contains("check mode, nothing written"),
         "{}",
         run.show()
     );
@@ -474,8 +219,8 @@ fn check_mode_writes_nothing_on_any_version_but_reports_the_change() {
 fn diff_masks_the_secret_and_still_shows_a_changed_one() {
     let authentik = authentik_with_app("affine");
     let server = affine("0.27.0");
-    let lab = Lab::new();
-    lab.affine_group(&[("affine27", &server)], "");
+    let lab = Lab::documented_layout();
+    affine_group(&lab, &[("affine27", &server)], "");
     let new_secret = "clientsecret-rotated-5Zp0mWx4-SECRET";
     lab.write(
         "secrets.yml",
@@ -509,9 +254,10 @@ fn diff_masks_the_secret_and_still_shows_a_changed_one() {
     lab.write("diff.yml", &play(&tasks));
 
     let run = lab.playbook("diff.yml", &["--diff", "-e", "@secrets.yml"], &[]);
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(&["affine27"], &[("ok", 3), ("changed", 2), ("failed", 0)]);
-    run.assert_no_secret(&[ADMIN_PASSWORD, CLIENT_SECRET, new_secret]);
+    run.out
+        .assert_no_secrets(&[ADMIN_PASSWORD, CLIENT_SECRET, new_secret]);
 
     let first = run.task("first");
     assert!(first.contains("--- before:"), "{first}");
@@ -570,8 +316,8 @@ fn verbose_output_and_registered_results_hold_no_secret() {
     let wrong_password = "wrongpw-Lk29xq-SECRET";
     let token_secret = "clientsecret-token-Vb61sR-SECRET";
     let check_secret = "clientsecret-check-Hn47eY-SECRET";
-    let lab = Lab::new();
-    lab.affine_group(&[("affine27", &server)], "");
+    let lab = Lab::documented_layout();
+    affine_group(&lab, &[("affine27", &server)], "");
     lab.write(
         "secrets.yml",
         &format!(
@@ -582,6 +328,7 @@ fn verbose_output_and_registered_results_hold_no_secret() {
     );
     let issuer = issuer_of(&authentik);
     let results = lab.path("results");
+    std::fs::create_dir_all(&results).expect("mkdir results");
     let dump = |register: &str| {
         format!(
             "    - name: dump {register}\n      copy:\n        content: \"{{{{ {register} | to_json }}}}\"\n        dest: {}/{register}.json\n      delegate_to: localhost\n",
@@ -643,10 +390,10 @@ fn verbose_output_and_registered_results_hold_no_secret() {
         &["-vvv", "--diff", "-e", "@secrets.yml"],
         &[],
     );
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(&["affine27"], &[("failed", 0), ("ignored", 1)]);
 
-    let sessions = sessions_seen(&server);
+    let sessions = server.session_material();
     assert!(
         sessions.len() >= 2,
         "expected the signed-in session and the token in the request log: {sessions:?}"
@@ -661,10 +408,12 @@ fn verbose_output_and_registered_results_hold_no_secret() {
         check_secret,
     ];
     secrets.extend(sessions.iter().map(String::as_str));
-    run.assert_no_secret(&secrets);
+    run.out.assert_no_secrets(&secrets);
     // -vvv did print the results (so the check above looked at something).
     assert!(
-        run.stdout.contains("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"),
+        run.out
+            .stdout
+            .contains("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"),
         "{}",
         run.show()
     );
@@ -725,8 +474,8 @@ fn state_absent_writes_the_defaults_once() {
         "clientSecret": seeded,
         "args": {"scope": "openid"}
     }));
-    let lab = Lab::new();
-    lab.affine_group(&[("affine25", &server)], "");
+    let lab = Lab::documented_layout();
+    affine_group(&lab, &[("affine25", &server)], "");
     lab.write(
         "secrets.yml",
         &format!("admin_password: {ADMIN_PASSWORD}\n"),
@@ -751,9 +500,9 @@ fn state_absent_writes_the_defaults_once() {
     );
     lab.write("absent.yml", &play(&tasks));
     let run = lab.playbook("absent.yml", &["--diff", "-v", "-e", "@secrets.yml"], &[]);
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(&["affine25"], &[("changed", 1), ("failed", 0)]);
-    run.assert_no_secret(&[ADMIN_PASSWORD, seeded]);
+    run.out.assert_no_secrets(&[ADMIN_PASSWORD, seeded]);
     assert_eq!(
         stored(&server),
         json!({"clientId": "", "clientSecret": "", "issuer": "", "args": {}})
@@ -764,7 +513,7 @@ fn state_absent_writes_the_defaults_once() {
 
 #[test]
 fn file_backend_keeps_every_other_key_in_order() {
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     lab.inventory("[affine]\naffine-file\n");
     let original = r#"{
   "$schema": "https://github.com/toeverything/affine/releases/latest/download/config.schema.json",
@@ -856,9 +605,9 @@ fn file_backend_keeps_every_other_key_in_order() {
 
     // The module runs on "localhost" for a host with no address: delegate_to keeps it local.
     let run = lab.playbook("file.yml", &["--diff", "-v", "-e", "@secrets.yml"], &[]);
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(&["affine-file"], &[("changed", 3), ("failed", 0)]);
-    run.assert_no_secret(&[
+    run.out.assert_no_secrets(&[
         CLIENT_SECRET,
         "other-check-SECRET",
         "google-secret-keep-SECRET",
@@ -866,7 +615,7 @@ fn file_backend_keeps_every_other_key_in_order() {
         "clientsecret-file-old-SECRET",
     ]);
     assert!(
-        run.text().contains("restart"),
+        run.out.text().contains("restart"),
         "the restart warning: {}",
         run.show()
     );
@@ -922,7 +671,7 @@ fn file_backend_keeps_every_other_key_in_order() {
 
 #[test]
 fn bad_parameters_fail_the_task_by_name() {
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     lab.inventory("[affine]\naffine-bad affine_url=http://127.0.0.1:9\n");
     lab.write("secrets.yml", &format!("client_secret: {CLIENT_SECRET}\n"));
     let task = |name: &str, params: &str| {
@@ -954,12 +703,12 @@ fn bad_parameters_fail_the_task_by_name() {
     .concat();
     lab.write("bad.yml", &play(&tasks));
     let run = lab.playbook("bad.yml", &["-e", "@secrets.yml"], &[]);
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(
         &["affine-bad"],
         &[("failed", 0), ("ignored", 4), ("changed", 0)],
     );
-    run.assert_no_secret(&[CLIENT_SECRET]);
+    run.out.assert_no_secrets(&[CLIENT_SECRET]);
     let expect = [
         (
             "typo",
@@ -985,11 +734,24 @@ fn bad_parameters_fail_the_task_by_name() {
     }
 }
 
+/// `ansible localhost -m affine_oidc -a MODULE_ARGS` with the module from `-M library`, the
+/// admin password from the module's environment fallback; `what` names the run.
+fn ad_hoc(lab: &Lab, module_args: &str, what: &str) -> Run {
+    let mut cmd = lab.tool("ansible");
+    cmd.arg("-i")
+        .arg(lab.inventory_file())
+        .args(["-M", "library", "localhost", "-m", "affine_oidc"])
+        .arg("-a")
+        .arg(module_args)
+        .env("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    lab.run(cmd, format!("ansible localhost -m affine_oidc ({what})"))
+}
+
 #[test]
 fn ad_hoc_with_string_values() {
     let authentik = authentik_with_app("affine");
     let server = affine("0.25.3");
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     // A throwaway secret on a command line, which ad hoc `-a k=v` needs; only this test does
     // it. The admin password comes from the environment fallback instead.
     let throwaway = "throwaway-adhoc-secret";
@@ -1000,30 +762,14 @@ fn ad_hoc_with_string_values() {
         server.url(),
         issuer_of(&authentik)
     );
-    let adhoc = |what: &str| {
-        let mut cmd = lab.tool("ansible");
-        cmd.args([
-            "-i",
-            "inventory.ini",
-            "-M",
-            "library",
-            "localhost",
-            "-m",
-            "affine_oidc",
-        ])
-        .arg("-a")
-        .arg(&module_args)
-        .env("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD);
-        lab.run(cmd, format!("ansible localhost -m affine_oidc ({what})"))
-    };
-    let first = adhoc("first");
-    assert_eq!(first.code, Some(0), "{}", first.show());
+    let first = ad_hoc(&lab, &module_args, "first");
+    assert_eq!(first.out.code, Some(0), "{}", first.show());
     assert!(
-        first.stdout.contains("localhost | CHANGED"),
+        first.out.stdout.contains("localhost | CHANGED"),
         "{}",
         first.show()
     );
-    first.assert_no_secret(&[ADMIN_PASSWORD, throwaway]);
+    first.out.assert_no_secrets(&[ADMIN_PASSWORD, throwaway]);
     let value = stored(&server);
     assert_eq!(value["clientId"], "adhoc-client");
     assert_eq!(value["clientSecret"], throwaway);
@@ -1033,10 +779,10 @@ fn ad_hoc_with_string_values() {
     );
     assert!(server.oidc_registered());
 
-    let second = adhoc("second");
-    assert_eq!(second.code, Some(0), "{}", second.show());
+    let second = ad_hoc(&lab, &module_args, "second");
+    assert_eq!(second.out.code, Some(0), "{}", second.show());
     assert!(
-        second.stdout.contains("localhost | SUCCESS"),
+        second.out.stdout.contains("localhost | SUCCESS"),
         "{}",
         second.show()
     );
@@ -1046,11 +792,11 @@ fn ad_hoc_with_string_values() {
 
 #[test]
 fn ansible_doc_shows_every_option() {
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     let mut cmd = lab.tool("ansible-doc");
     cmd.args(["-M", "library", "affine_oidc"]);
     let text = lab.run(cmd, "ansible-doc -M library affine_oidc".into());
-    assert_eq!(text.code, Some(0), "{}", text.show());
+    assert_eq!(text.out.code, Some(0), "{}", text.show());
     for needle in [
         "affine_url",
         "client_secret",
@@ -1058,15 +804,19 @@ fn ansible_doc_shows_every_option() {
         "EXAMPLES",
         "RETURN",
     ] {
-        assert!(text.stdout.contains(needle), "{needle}: {}", text.show());
+        assert!(
+            text.out.stdout.contains(needle),
+            "{needle}: {}",
+            text.show()
+        );
     }
 
     // The documented options are exactly the parameters the module accepts.
     let mut cmd = lab.tool("ansible-doc");
     cmd.args(["-M", "library", "--json", "affine_oidc"]);
     let json_run = lab.run(cmd, "ansible-doc --json".into());
-    assert_eq!(json_run.code, Some(0), "{}", json_run.show());
-    let doc: Value = serde_json::from_str(&json_run.stdout).expect("ansible-doc --json");
+    assert_eq!(json_run.out.code, Some(0), "{}", json_run.show());
+    let doc: Value = serde_json::from_str(&json_run.out.stdout).expect("ansible-doc --json");
     let documented: BTreeSet<String> = doc["affine_oidc"]["doc"]["options"]
         .as_object()
         .unwrap_or_else(|| panic!("{}", json_run.show()))
@@ -1094,7 +844,7 @@ fn unchanged_reconcile_takes_two_requests_with_a_password_one_with_a_token() {
     with_password.set_stored_oidc(wanted.clone());
     with_token.set_stored_oidc(wanted);
     let token = with_token.session_token_for_admin();
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     lab.inventory(&format!(
         "[affine]\npw affine_url={}\ntok affine_url={}\n",
         with_password.url(),
@@ -1122,7 +872,7 @@ fn unchanged_reconcile_takes_two_requests_with_a_password_one_with_a_token() {
     lab.write("unchanged.yml", &play(&task));
     let (n_pw, n_tok) = (with_password.requests().len(), with_token.requests().len());
     let run = lab.playbook("unchanged.yml", &["-e", "@secrets.yml"], &[]);
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(&["pw", "tok"], &[("ok", 1), ("changed", 0), ("failed", 0)]);
     assert_eq!(with_password.requests().len() - n_pw, 2);
     assert_eq!(with_token.requests().len() - n_tok, 1);
@@ -1134,7 +884,7 @@ fn unchanged_reconcile_takes_two_requests_with_a_password_one_with_a_token() {
 #[test]
 fn ad_hoc_dict_with_a_quoted_value_like_ansible() {
     let server = affine("0.25.3");
-    let lab = Lab::new();
+    let lab = Lab::documented_layout();
     // A throwaway secret on the command line, as in ad_hoc_with_string_values.
     let module_args = format!(
         "affine_url={} admin_email={ADMIN_EMAIL} issuer=https://auth.example.com/application/o/affine/ \
@@ -1142,21 +892,8 @@ fn ad_hoc_dict_with_a_quoted_value_like_ansible() {
          args=\"scope='openid profile email', claim_name=preferred_username\"",
         server.url()
     );
-    let mut cmd = lab.tool("ansible");
-    cmd.args([
-        "-i",
-        "inventory.ini",
-        "-M",
-        "library",
-        "localhost",
-        "-m",
-        "affine_oidc",
-    ])
-    .arg("-a")
-    .arg(&module_args)
-    .env("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD);
-    let run = lab.run(cmd, "ansible -m affine_oidc (quoted dict value)".into());
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    let run = ad_hoc(&lab, &module_args, "quoted dict value");
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     assert_eq!(
         stored(&server)["args"],
         json!({"scope": "openid profile email", "claim_name": "preferred_username"})
@@ -1168,8 +905,8 @@ fn ad_hoc_dict_with_a_quoted_value_like_ansible() {
 #[test]
 fn a_short_secret_stays_out_of_an_error_that_quotes_the_value() {
     let server = affine("0.27.0");
-    let lab = Lab::new();
-    lab.affine_group(&[("affine27", &server)], "");
+    let lab = Lab::documented_layout();
+    affine_group(&lab, &[("affine27", &server)], "");
     lab.write(
         "secrets.yml",
         &format!("admin_password: {ADMIN_PASSWORD}\nclient_secret: s1x\n"),
@@ -1189,9 +926,9 @@ fn a_short_secret_stays_out_of_an_error_that_quotes_the_value() {
 "#;
     lab.write("short.yml", &play(task));
     let run = lab.playbook("short.yml", &["-e", "@secrets.yml"], &[]);
-    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(run.out.code, Some(0), "{}", run.show());
     run.assert_recap(&["affine27"], &[("ignored", 1)]);
-    let text = run.text();
+    let text = run.out.text();
     assert!(
         !text.contains(r#"clientSecret\":\"s1x"#) && !text.contains(r#""clientSecret":"s1x""#),
         "{}",

@@ -19,7 +19,7 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -106,6 +106,32 @@ impl AffineStandin {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.server.requests()
+    }
+
+    /// The session material clients sent: `affine_session` and `affine_csrf_token` cookie
+    /// values and bearer tokens, from the request log. None of it may show in a client's
+    /// output.
+    pub fn session_material(&self) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        for r in self.requests() {
+            for (name, value) in &r.headers {
+                if name.eq_ignore_ascii_case("cookie") {
+                    for pair in value.split(';') {
+                        if let Some((k, v)) = pair.trim().split_once('=') {
+                            if k == "affine_session" || k == "affine_csrf_token" {
+                                seen.insert(v.to_string());
+                            }
+                        }
+                    }
+                }
+                if name.eq_ignore_ascii_case("authorization") {
+                    if let Some(t) = value.strip_prefix("Bearer ") {
+                        seen.insert(t.trim().to_string());
+                    }
+                }
+            }
+        }
+        seen
     }
 
     /// The database override of `oauth` / `providers.oidc`, `None` if never written.
