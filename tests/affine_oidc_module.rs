@@ -8,15 +8,15 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use support::affine_standin::{AffineOptions, AffineStandin, Fault, Recorded};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
+use support::module_run::ModuleCall;
+use support::process::{closed_port, command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_affine-authentik");
 /// The versions the module must get right (0.21: no validation; 0.25: validateAppConfig is
 /// a Mutation; 0.26.1: a Query only; 0.27: background discovery and the SSRF guard).
 const VERSIONS: [&str; 4] = ["0.21.0", "0.25.0", "0.26.1", "0.27.0"];
@@ -31,34 +31,8 @@ const CLIENT_SECRET: &str = "client-secret-SECRET-7c1e9a";
 const SECRET_MARKER: &str = "-SECRET";
 const MASK: &str = "********";
 
-/// Environment variables the module reads; removed from every child so the outer
-/// environment cannot leak into a test.
-const MODULE_ENV: [&str; 5] = [
-    "AFFINE_URL",
-    "AFFINE_ADMIN_EMAIL",
-    "AFFINE_ADMIN_PASSWORD",
-    "AFFINE_SESSION_TOKEN",
-    "AFFINE_OIDC_CLIENT_SECRET",
-];
-
-/// The stand-ins live on loopback: a proxy from the outer environment must not be used.
-const PROXY_ENV: [&str; 6] = [
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-];
-
 // ---------------------------------------------------------------------------------------
 // Running the module
-
-/// A loopback port nobody listens on (bound, then released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 /// An issuer AFFiNE cannot reach (refused at once, no DNS), so a stand-in's discovery
 /// attempt after a write fails fast. Trailing slash, as authentik writes it.
@@ -67,235 +41,13 @@ fn issuer() -> &'static str {
     ISSUER.get_or_init(|| format!("http://127.0.0.1:{}/application/o/affine/", closed_port()))
 }
 
-/// The binary under the module's name, for basename dispatch (how Ansible runs it).
-fn module_binary() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("affine_oidc_module");
-        fs::create_dir_all(&dir).expect("create dir");
-        // Link (or copy) under a private name, then rename: concurrent test processes
-        // never see a half-written binary.
-        let staged = dir.join(format!(".affine_oidc.{}", std::process::id()));
-        let _ = fs::remove_file(&staged);
-        if fs::hard_link(BIN, &staged).is_err() {
-            fs::copy(BIN, &staged).expect("copy the binary");
-        }
-        let path = dir.join("affine_oidc");
-        fs::rename(&staged, &path).expect("rename the binary");
-        path
-    })
-}
-
-struct Task {
-    params: Value,
-    check: bool,
-    diff: bool,
-    env: Vec<(String, String)>,
-    basename: bool,
-    with_module_name: bool,
-    /// More values that must not appear in the output.
-    secrets: Vec<String>,
-}
-
-struct Run {
-    json: Value,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn changed(&self) -> bool {
-        self.json["changed"] == json!(true)
-    }
-    fn failed(&self) -> bool {
-        self.json["failed"] == json!(true)
-    }
-    fn msg(&self) -> &str {
-        self.json["msg"].as_str().unwrap_or_default()
-    }
-    #[track_caller]
-    fn assert_ok(&self) -> &Self {
-        assert!(
-            !self.failed(),
-            "module failed: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-    /// Failed with a message holding every one of `words` (case-insensitive).
-    #[track_caller]
-    fn assert_failed_with(&self, words: &[&str]) -> &Self {
-        assert!(self.failed(), "expected a failure: {}", self.stdout);
-        assert_eq!(self.json["changed"], json!(false), "{}", self.stdout);
-        let msg = self.msg().to_lowercase();
-        for w in words {
-            assert!(
-                msg.contains(&w.to_lowercase()),
-                "msg lacks {w:?}: {}",
-                self.msg()
-            );
-        }
-        self
-    }
-}
-
-fn task(params: Value) -> Task {
-    Task {
-        params,
-        check: false,
-        diff: false,
-        env: Vec::new(),
-        basename: false,
-        with_module_name: true,
-        secrets: Vec::new(),
-    }
-}
-
-impl Task {
-    fn check(mut self) -> Self {
-        self.check = true;
-        self
-    }
-    fn diff(mut self) -> Self {
-        self.diff = true;
-        self
-    }
-    fn env(mut self, name: &str, value: &str) -> Self {
-        self.env.push((name.into(), value.into()));
-        self
-    }
-    fn secret(mut self, value: &str) -> Self {
-        self.secrets.push(value.into());
-        self
-    }
-
-    /// Runs against `affine`, whose recorded requests give the session material to look for.
-    #[track_caller]
-    fn run(&self, affine: &AffineStandin) -> Run {
-        let run = self.run_alone();
-        let session_material = session_material(&affine.requests());
-        assert_no_secrets(&run, &session_material);
-        run
-    }
-
-    /// Runs, checks the protocol and the secrets this task knows of.
-    #[track_caller]
-    fn run_alone(&self) -> Run {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut args = self.params.as_object().cloned().unwrap_or_default();
-        if self.with_module_name {
-            args.insert("_ansible_module_name".into(), json!("affine_oidc"));
-        }
-        args.insert("_ansible_check_mode".into(), json!(self.check));
-        args.insert("_ansible_diff".into(), json!(self.diff));
-        args.insert("_ansible_verbosity".into(), json!(3));
-        args.insert("_ansible_no_log".into(), json!(false));
-        args.insert("_ansible_version".into(), json!("2.18.1"));
-        // A key a future ansible-core may add: must be ignored, not rejected.
-        args.insert(
-            "_ansible_foo_from_the_future".into(),
-            json!({"anything": [1, 2]}),
-        );
-        let args_path = dir.path().join("args");
-        fs::write(&args_path, Value::Object(args).to_string()).expect("write args");
-
-        let mut cmd = if self.basename {
-            Command::new(module_binary())
-        } else {
-            let mut c = Command::new(BIN);
-            c.arg("module");
-            c
-        };
-        cmd.arg(&args_path).current_dir(dir.path());
-        for name in MODULE_ENV.iter().chain(&PROXY_ENV) {
-            cmd.env_remove(name);
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let started = Instant::now();
-        let out = cmd.output().expect("run the module");
-        let elapsed = started.elapsed();
-        let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let json: Value = match serde_json::from_str(&stdout) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => panic!("stdout is not exactly one JSON object:\n{stdout}\nstderr:\n{stderr}"),
-        };
-        let run = Run {
-            json,
-            stdout,
-            stderr,
-            elapsed,
-        };
-        let mut known: Vec<String> = self.secrets.clone();
-        for name in ["client_secret", "admin_password", "session_token"] {
-            if let Some(s) = self.params.get(name).and_then(Value::as_str) {
-                known.push(s.to_string());
-            }
-        }
-        for (k, v) in &self.env {
-            if k.contains("PASSWORD") || k.contains("TOKEN") || k.contains("SECRET") {
-                known.push(v.clone());
-            }
-        }
-        assert_no_secrets(&run, &known);
-        // Ansible needs `invocation` for its logs; a failure needs a message.
-        if run.failed() {
-            assert!(
-                !run.msg().is_empty(),
-                "a failure without msg: {}",
-                run.stdout
-            );
-        }
-        run
-    }
-}
-
-/// Session ids the module used: `affine_session` cookie values and bearer tokens.
-fn session_material(requests: &[Recorded]) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in requests {
-        for (name, value) in &r.headers {
-            if name.eq_ignore_ascii_case("cookie") {
-                for pair in value.split(';') {
-                    if let Some(v) = pair.trim().strip_prefix("affine_session=") {
-                        out.push(v.to_string());
-                    }
-                }
-            }
-            if name.eq_ignore_ascii_case("authorization") {
-                if let Some(v) = value.strip_prefix("Bearer ") {
-                    out.push(v.trim().to_string());
-                }
-            }
-        }
-    }
-    out
-}
-
-#[track_caller]
-fn assert_no_secrets(run: &Run, extra: &[String]) {
-    let mut secrets = vec![
-        ADMIN_PASSWORD.to_string(),
-        CLIENT_SECRET.to_string(),
-        SECRET_MARKER.to_string(),
-    ];
-    secrets.extend(extra.iter().filter(|s| s.len() >= 4).cloned());
-    for s in &secrets {
-        assert!(
-            !run.stdout.contains(s.as_str()),
-            "a secret ({s:?}) is in stdout:\n{}",
-            run.stdout
-        );
-        assert!(
-            !run.stderr.contains(s.as_str()),
-            "a secret ({s:?}) is in stderr:\n{}",
-            run.stderr
-        );
-    }
+/// An `affine_oidc` task with `params`. Every run also looks for this file's secrets and
+/// the marker in the output (ModuleCall::run adds the secret params and env values).
+fn task(params: Value) -> ModuleCall {
+    ModuleCall::new("affine_oidc", params)
+        .secret(ADMIN_PASSWORD)
+        .secret(CLIENT_SECRET)
+        .secret(SECRET_MARKER)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -366,22 +118,24 @@ fn basename_affine_oidc_runs_the_module_without_the_module_name_key() {
     let mut t = task(present(&affine));
     t.basename = true;
     t.with_module_name = false;
-    let run = t.run(&affine);
+    let run = t.run_against(&affine);
     run.assert_ok();
-    assert!(run.changed(), "{}", run.stdout);
+    assert!(run.changed(), "{}", run.out.stdout);
     assert_eq!(affine.stored_oidc(), Some(wanted_value()));
     // And with the key, as Ansible sends it.
     t.with_module_name = true;
-    let again = t.run(&affine);
+    let again = t.run_against(&affine);
     again.assert_ok();
-    assert!(!again.changed(), "{}", again.stdout);
+    assert!(!again.changed(), "{}", again.out.stdout);
 }
 
 #[test]
 fn the_module_subcommand_rejects_an_unknown_module_name_as_one_json_object() {
     let mut t = task(json!({"_ansible_module_name": "no_such_module"}));
     t.with_module_name = false;
-    t.run_alone()
+    // No module read the parameters, so there is no invocation to report.
+    t.expect_invocation = false;
+    t.run(&[])
         .assert_failed_with(&["no_such_module", "affine_oidc"]);
 }
 
@@ -390,7 +144,7 @@ fn an_args_file_that_is_not_json_fails_as_one_json_object() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("args");
     fs::write(&path, "key=value other=1").unwrap();
-    let out = Command::new(BIN).arg("module").arg(&path).output().unwrap();
+    let out = command(&["module"]).arg(&path).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["failed"], json!(true));
     assert!(
@@ -404,12 +158,15 @@ fn a_panic_is_reported_as_one_failed_json_object() {
     // The one natural panic found: a timeout so large that `now + timeout` overflows
     // inside the HTTP client. Whatever panics, the output must stay one JSON object.
     let affine = standin("0.26.1");
-    let run = task(with(present(&affine), json!({"timeout": i64::MAX}))).run(&affine);
+    let mut t = task(with(present(&affine), json!({"timeout": i64::MAX})));
+    // The panic ends the module before its result gets the invocation.
+    t.expect_invocation = false;
+    let run = t.run_against(&affine);
     run.assert_failed_with(&["internal error"]);
     assert!(
-        run.stderr.trim().is_empty(),
+        run.out.stderr.trim().is_empty(),
         "the panic hook must not print: {}",
-        run.stderr
+        run.out.stderr
     );
 }
 
@@ -420,9 +177,9 @@ fn a_panic_is_reported_as_one_failed_json_object() {
 fn first_run_changes_second_run_is_ok_and_the_stored_value_is_affines_shape_on_every_version() {
     for version in VERSIONS {
         let affine = standin(version);
-        let first = task(present(&affine)).run(&affine);
+        let first = task(present(&affine)).run_against(&affine);
         first.assert_ok();
-        assert!(first.changed(), "{version}: {}", first.stdout);
+        assert!(first.changed(), "{version}: {}", first.out.stdout);
         assert_eq!(
             affine.stored_oidc(),
             Some(wanted_value()),
@@ -445,9 +202,9 @@ fn first_run_changes_second_run_is_ok_and_the_stored_value_is_affines_shape_on_e
         );
         assert_eq!(args["client_id"], json!(CLIENT_ID));
 
-        let second = task(present(&affine)).run(&affine);
+        let second = task(present(&affine)).run_against(&affine);
         second.assert_ok();
-        assert!(!second.changed(), "{version}: {}", second.stdout);
+        assert!(!second.changed(), "{version}: {}", second.out.stdout);
         assert_eq!(affine.write_count(), 1, "{version}: no second write");
     }
 }
@@ -459,9 +216,9 @@ fn an_issuer_differing_only_by_a_trailing_slash_is_no_change() {
         let mut stored = wanted_value();
         stored["issuer"] = json!(issuer().trim_end_matches('/'));
         affine.set_stored_oidc(stored.clone());
-        let run = task(present(&affine)).run(&affine);
+        let run = task(present(&affine)).run_against(&affine);
         run.assert_ok();
-        assert!(!run.changed(), "{version}: {}", run.stdout);
+        assert!(!run.changed(), "{version}: {}", run.out.stdout);
         assert_eq!(affine.write_count(), 0);
         assert_eq!(affine.stored_oidc(), Some(stored));
     }
@@ -474,28 +231,28 @@ fn a_stored_value_without_args_equals_a_wanted_empty_args() {
     let mut stored = wanted_value();
     stored.as_object_mut().unwrap().remove("args");
     affine.set_stored_oidc(stored);
-    let run = task(present(&affine)).run(&affine);
+    let run = task(present(&affine)).run_against(&affine);
     run.assert_ok();
-    assert!(!run.changed(), "{}", run.stdout);
+    assert!(!run.changed(), "{}", run.out.stdout);
 }
 
 #[test]
 fn state_absent_writes_affines_defaults_and_is_idempotent() {
     for version in VERSIONS {
         let affine = standin(version);
-        task(present(&affine)).run(&affine).assert_ok();
+        task(present(&affine)).run_against(&affine).assert_ok();
         let absent = with(
             present(&affine),
             json!({"state": "absent", "issuer": null, "client_secret": null, "client_id": null}),
         );
-        let first = task(absent.clone()).run(&affine);
+        let first = task(absent.clone()).run_against(&affine);
         first.assert_ok();
-        assert!(first.changed(), "{version}: {}", first.stdout);
+        assert!(first.changed(), "{version}: {}", first.out.stdout);
         assert_eq!(affine.stored_oidc(), Some(affine_defaults()), "{version}");
         assert_eq!(affine.write_count(), 2);
-        let second = task(absent).run(&affine);
+        let second = task(absent).run_against(&affine);
         second.assert_ok();
-        assert!(!second.changed(), "{version}: {}", second.stdout);
+        assert!(!second.changed(), "{version}: {}", second.out.stdout);
         assert_eq!(
             affine.write_count(),
             2,
@@ -512,7 +269,7 @@ fn authentik_url_and_slug_give_the_issuer_and_the_client_id_is_derived_from_affi
         present(&affine),
         json!({"issuer": null, "client_id": null, "authentik_url": format!("{authentik}/"), "slug": "notes"}),
     );
-    task(params).run(&affine).assert_ok();
+    task(params).run_against(&affine).assert_ok();
     let stored = affine.stored_oidc().expect("written");
     assert_eq!(
         stored["issuer"],
@@ -539,9 +296,9 @@ fn check_mode_reports_the_change_writes_nothing_and_validates_in_each_versions_f
     ];
     for (version, form) in cases {
         let affine = standin(version);
-        let run = task(present(&affine)).check().run(&affine);
+        let run = task(present(&affine)).check().run_against(&affine);
         run.assert_ok();
-        assert!(run.changed(), "{version}: {}", run.stdout);
+        assert!(run.changed(), "{version}: {}", run.out.stdout);
         assert_eq!(affine.write_count(), 0, "{version}: check mode wrote");
         assert_eq!(affine.stored_oidc(), None, "{version}");
         assert!(run.msg().contains("check mode"), "{version}: {}", run.msg());
@@ -568,9 +325,9 @@ fn check_mode_reports_the_change_writes_nothing_and_validates_in_each_versions_f
 fn check_mode_when_nothing_changes_reports_ok_without_validating() {
     let affine = standin("0.26.1");
     affine.set_stored_oidc(wanted_value());
-    let run = task(present(&affine)).check().run(&affine);
+    let run = task(present(&affine)).check().run_against(&affine);
     run.assert_ok();
-    assert!(!run.changed(), "{}", run.stdout);
+    assert!(!run.changed(), "{}", run.out.stdout);
     assert!(graphql_documents_with(&affine, "validateAppConfig").is_empty());
 }
 
@@ -578,7 +335,7 @@ fn check_mode_when_nothing_changes_reports_ok_without_validating() {
 fn check_mode_fails_for_a_value_affine_would_reject_without_quoting_the_secret() {
     let affine = standin("0.25.0");
     let params = with(present(&affine), json!({"args": {"scope": 5}}));
-    let run = task(params).check().run(&affine);
+    let run = task(params).check().run_against(&affine);
     run.assert_failed_with(&["reject", "args.scope"]);
     assert_eq!(affine.write_count(), 0);
 }
@@ -586,10 +343,10 @@ fn check_mode_fails_for_a_value_affine_would_reject_without_quoting_the_secret()
 #[test]
 fn diff_is_returned_only_with_ansible_diff_and_masks_the_secret() {
     let affine = standin("0.26.1");
-    let without = task(present(&affine)).check().run(&affine);
-    assert!(without.json.get("diff").is_none(), "{}", without.stdout);
+    let without = task(present(&affine)).check().run_against(&affine);
+    assert!(without.json.get("diff").is_none(), "{}", without.out.stdout);
 
-    let run = task(present(&affine)).diff().run(&affine);
+    let run = task(present(&affine)).diff().run_against(&affine);
     run.assert_ok();
     let diff = &run.json["diff"];
     assert_eq!(diff["before"]["issuer"], json!(""), "{diff}");
@@ -611,9 +368,9 @@ fn a_changed_secret_still_shows_as_a_difference_in_the_diff() {
     let run = task(present(&affine))
         .diff()
         .secret(old_secret)
-        .run(&affine);
+        .run_against(&affine);
     run.assert_ok();
-    assert!(run.changed(), "{}", run.stdout);
+    assert!(run.changed(), "{}", run.out.stdout);
     assert!(run.msg().contains("clientSecret"), "{}", run.msg());
     let diff = &run.json["diff"];
     assert_ne!(
@@ -636,7 +393,7 @@ fn affine_rejecting_the_value_fails_without_quoting_the_secret() {
     // AFFiNE's INVALID_APP_CONFIG message quotes the whole value, clientSecret included.
     let affine = standin("0.25.0");
     let params = with(present(&affine), json!({"args": {"scope": 5}}));
-    let run = task(params).diff().run(&affine);
+    let run = task(params).diff().run_against(&affine);
     run.assert_failed_with(&["rejected the OIDC value", "args.scope"]);
     assert!(run.msg().contains(MASK), "{}", run.msg());
     assert_eq!(affine.write_count(), 0, "nothing half-written");
@@ -658,7 +415,7 @@ fn a_secret_with_json_special_characters_is_masked_when_affine_quotes_it_encoded
     for check in [false, true] {
         let mut t = task(params.clone()).secret(escaped);
         t.check = check;
-        let run = t.run(&affine);
+        let run = t.run_against(&affine);
         run.assert_failed_with(&["args.scope"]);
         assert!(!run.msg().contains(escaped), "{}", run.msg());
         assert!(!run.msg().contains(tricky), "{}", run.msg());
@@ -668,7 +425,7 @@ fn a_secret_with_json_special_characters_is_masked_when_affine_quotes_it_encoded
 #[test]
 fn an_unknown_parameter_fails_naming_it() {
     let affine = standin("0.26.1");
-    let run = task(with(present(&affine), json!({"isuer": "https://typo/"}))).run(&affine);
+    let run = task(with(present(&affine), json!({"isuer": "https://typo/"}))).run_against(&affine);
     run.assert_failed_with(&["Unsupported parameters", "isuer"]);
     assert!(affine.requests().is_empty(), "no request before the check");
 }
@@ -681,7 +438,7 @@ fn a_misspelled_secret_parameter_fails_without_echoing_its_value() {
         present(&affine),
         json!({"client_secret": null, "clientsecret": typo_secret}),
     );
-    let run = task(params).secret(typo_secret).run(&affine);
+    let run = task(params).secret(typo_secret).run_against(&affine);
     run.assert_failed_with(&["clientsecret"]);
 }
 
@@ -690,14 +447,14 @@ fn a_type_error_on_a_no_log_parameter_does_not_echo_the_value() {
     let affine = standin("0.26.1");
     let in_list = "listed-secret-SECRET-9";
     let params = with(present(&affine), json!({"client_secret": [in_list]}));
-    let run = task(params).secret(in_list).run(&affine);
+    let run = task(params).secret(in_list).run_against(&affine);
     run.assert_failed_with(&["client_secret"]);
     let dict_password = "dict-password-SECRET-2";
     let params = with(
         present(&affine),
         json!({"admin_password": {"value": dict_password}}),
     );
-    let run = task(params).secret(dict_password).run(&affine);
+    let run = task(params).secret(dict_password).run_against(&affine);
     run.assert_failed_with(&["admin_password"]);
 }
 
@@ -710,7 +467,7 @@ fn an_unchanged_reconcile_costs_two_requests_with_a_password_and_one_with_a_sess
     affine.set_stored_oidc(wanted_value());
 
     let before = affine.requests().len();
-    let run = task(present(&affine)).run(&affine);
+    let run = task(present(&affine)).run_against(&affine);
     run.assert_ok();
     assert!(!run.changed());
     let with_password = affine.requests().len() - before;
@@ -726,7 +483,7 @@ fn an_unchanged_reconcile_costs_two_requests_with_a_password_and_one_with_a_sess
         json!({"admin_email": null, "admin_password": null, "session_token": token}),
     );
     let before = affine.requests().len();
-    let run = task(params).run(&affine);
+    let run = task(params).run_against(&affine);
     run.assert_ok();
     assert!(!run.changed());
     assert_eq!(
@@ -741,7 +498,7 @@ fn an_unchanged_reconcile_costs_two_requests_with_a_password_and_one_with_a_sess
 fn an_empty_admin_password_fails_and_never_calls_sign_in() {
     // AFFiNE answers a sign-in without a password by e-mailing a magic link.
     let affine = standin("0.26.1");
-    let run = task(with(present(&affine), json!({"admin_password": ""}))).run(&affine);
+    let run = task(with(present(&affine), json!({"admin_password": ""}))).run_against(&affine);
     run.assert_failed_with(&["password"]);
     assert_eq!(affine.magic_links_sent(), 0);
     assert!(requests_to(&affine, "/api/auth/sign-in").is_empty());
@@ -750,9 +507,9 @@ fn an_empty_admin_password_fails_and_never_calls_sign_in() {
     let params = with(present(&affine), json!({"admin_password": null}));
     let run = task(params.clone())
         .env("AFFINE_ADMIN_PASSWORD", "")
-        .run(&affine);
+        .run_against(&affine);
     run.assert_failed_with(&["admin_password"]);
-    let run = task(params).run(&affine);
+    let run = task(params).run_against(&affine);
     run.assert_failed_with(&["admin_password"]);
     assert_eq!(affine.magic_links_sent(), 0);
     assert!(requests_to(&affine, "/api/auth/sign-in").is_empty());
@@ -765,7 +522,7 @@ fn a_rate_limited_sign_in_honours_retry_after_and_succeeds() {
         retry_after_secs: 1,
         times: 1,
     });
-    let run = task(present(&affine)).run(&affine);
+    let run = task(present(&affine)).run_against(&affine);
     run.assert_ok();
     assert!(run.changed());
     assert_eq!(requests_to(&affine, "/api/auth/sign-in").len(), 2);
@@ -784,7 +541,7 @@ fn a_rate_limit_longer_than_the_timeout_fails_with_advice() {
         retry_after_secs: 30,
         times: 5,
     });
-    let run = task(with(present(&affine), json!({"timeout": 2}))).run(&affine);
+    let run = task(with(present(&affine), json!({"timeout": 2}))).run_against(&affine);
     run.assert_failed_with(&["429", "session_token"]);
     assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
 }
@@ -798,7 +555,7 @@ fn connection_refused_fails_naming_the_url() {
     let params = json!({"affine_url": url, "admin_email": ADMIN_EMAIL, "admin_password": ADMIN_PASSWORD,
         "issuer": issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 2});
     task(params)
-        .run_alone()
+        .run(&[])
         .assert_failed_with(&["refused the connection", &url]);
 }
 
@@ -807,7 +564,7 @@ fn an_unresolvable_host_fails_as_dns() {
     let params = json!({"affine_url": "http://affine.invalid", "admin_email": ADMIN_EMAIL, "admin_password": ADMIN_PASSWORD,
         "issuer": issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 5});
     task(params)
-        .run_alone()
+        .run(&[])
         .assert_failed_with(&["DNS", "affine.invalid"]);
 }
 
@@ -815,7 +572,7 @@ fn an_unresolvable_host_fails_as_dns() {
 fn a_slow_server_fails_as_a_timeout_after_the_timeout() {
     let affine = standin("0.26.1");
     affine.set_fault(Fault::Delay(Duration::from_secs(4)));
-    let run = task(with(present(&affine), json!({"timeout": 1}))).run(&affine);
+    let run = task(with(present(&affine), json!({"timeout": 1}))).run_against(&affine);
     run.assert_failed_with(&["timeout"]);
     assert!(
         run.elapsed < Duration::from_secs(3),
@@ -829,7 +586,7 @@ fn an_http_5xx_fails_saying_so() {
     let affine = standin("0.26.1");
     affine.set_fault(Fault::Status(502));
     task(present(&affine))
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["HTTP 502", "server's logs"]);
     let token = affine.session_token_for_admin();
     let params = with(
@@ -837,7 +594,7 @@ fn an_http_5xx_fails_saying_so() {
         json!({"admin_email": null, "admin_password": null, "session_token": token}),
     );
     task(params)
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["HTTP 502", "server's logs"]);
     assert_eq!(affine.write_count(), 0);
 }
@@ -847,7 +604,7 @@ fn a_dropped_connection_fails_saying_so() {
     let affine = standin("0.26.1");
     affine.set_fault(Fault::DropConnection);
     task(present(&affine))
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["closed the connection"]);
 }
 
@@ -856,7 +613,7 @@ fn a_non_json_answer_fails_pointing_at_the_url() {
     let affine = standin("0.26.1");
     affine.set_fault(Fault::NonJson);
     task(present(&affine))
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["not answer with JSON", "URL"]);
     let token = affine.session_token_for_admin();
     let params = with(
@@ -864,7 +621,7 @@ fn a_non_json_answer_fails_pointing_at_the_url() {
         json!({"admin_email": null, "admin_password": null, "session_token": token}),
     );
     task(params)
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["not answer with JSON", "URL"]);
 }
 
@@ -872,7 +629,7 @@ fn a_non_json_answer_fails_pointing_at_the_url() {
 fn a_wrong_password_fails_as_wrong_credentials() {
     let affine = standin("0.26.1");
     let wrong = "wrong-pass-SECRET-1";
-    let run = task(with(present(&affine), json!({"admin_password": wrong}))).run(&affine);
+    let run = task(with(present(&affine), json!({"admin_password": wrong}))).run_against(&affine);
     run.assert_failed_with(&["wrong e-mail or password", ADMIN_EMAIL]);
     assert_eq!(affine.write_count(), 0);
 }
@@ -885,7 +642,7 @@ fn an_invalid_session_token_fails_asking_to_renew_it() {
         json!({"admin_email": null, "admin_password": null, "session_token": "expired-token-SECRET-0"}),
     );
     task(params)
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["not signed in", "session token"]);
 }
 
@@ -900,7 +657,7 @@ fn a_user_who_is_not_an_admin_fails_saying_so() {
         json!({"admin_email": "user@example.com", "admin_password": user_password}),
     );
     task(params)
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["not an administrator"]);
     assert_eq!(affine.write_count(), 0);
 }
@@ -908,12 +665,14 @@ fn a_user_who_is_not_an_admin_fails_saying_so() {
 #[test]
 fn an_affine_older_than_0_21_fails_naming_the_oauth_oidc_env_vars() {
     let affine = standin("0.20.0");
-    task(present(&affine)).run(&affine).assert_failed_with(&[
-        "0.20.0",
-        "OAUTH_OIDC_ISSUER",
-        "OAUTH_OIDC_CLIENT_ID",
-        "OAUTH_OIDC_CLIENT_SECRET",
-    ]);
+    task(present(&affine))
+        .run_against(&affine)
+        .assert_failed_with(&[
+            "0.20.0",
+            "OAUTH_OIDC_ISSUER",
+            "OAUTH_OIDC_CLIENT_ID",
+            "OAUTH_OIDC_CLIENT_SECRET",
+        ]);
 }
 
 #[test]
@@ -924,7 +683,7 @@ fn tls_to_a_plain_http_port_fails_with_the_ca_path_and_validate_certs_hint() {
         present(&affine),
         json!({"affine_url": https, "timeout": 3}),
     ))
-    .run(&affine);
+    .run_against(&affine);
     run.assert_failed_with(&["TLS", "ca_path", "validate_certs"]);
 }
 
@@ -954,7 +713,7 @@ fn tls_to_a_plain_http_server_that_answers_400_fails_with_the_ca_path_hint() {
         "admin_password": ADMIN_PASSWORD, "issuer": issuer(), "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET, "timeout": 3});
     task(params)
-        .run_alone()
+        .run(&[])
         .assert_failed_with(&["TLS", "ca_path", "validate_certs"]);
 }
 
@@ -969,7 +728,7 @@ fn ad_hoc_string_values_are_coerced_like_ansible() {
         present(&affine),
         json!({"timeout": "30", "validate_certs": "yes", "wait": "1", "wait_timeout": "5", "backup": "no"}),
     );
-    let run = task(params).run(&affine);
+    let run = task(params).run_against(&affine);
     run.assert_ok();
     let args = &run.json["invocation"]["module_args"];
     assert_eq!(args["timeout"], json!(30));
@@ -977,14 +736,19 @@ fn ad_hoc_string_values_are_coerced_like_ansible() {
     assert_eq!(args["wait"], json!(true));
     assert_eq!(args["backup"], json!(false));
     // wait=1 took effect: 0.21 registers OIDC as soon as id and secret are set.
-    assert_eq!(run.json["oidc_registered"], json!(true), "{}", run.stdout);
+    assert_eq!(
+        run.json["oidc_registered"],
+        json!(true),
+        "{}",
+        run.out.stdout
+    );
 }
 
 #[test]
 fn a_non_numeric_timeout_fails_naming_it() {
     let affine = standin("0.26.1");
     task(with(present(&affine), json!({"timeout": "soon"})))
-        .run(&affine)
+        .run_against(&affine)
         .assert_failed_with(&["timeout", "int"]);
     assert!(affine.requests().is_empty());
 }
@@ -996,7 +760,7 @@ fn issuer_and_authentik_url_are_mutually_exclusive() {
         present(&affine),
         json!({"authentik_url": "https://auth.example.com"}),
     ))
-    .run(&affine)
+    .run_against(&affine)
     .assert_failed_with(&["mutually exclusive", "issuer", "authentik_url"]);
     assert!(affine.requests().is_empty());
 }
@@ -1009,7 +773,7 @@ fn environment_fallbacks_give_the_url_and_the_password_credentials() {
         .env("AFFINE_URL", &affine.url())
         .env("AFFINE_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .run(&affine);
+        .run_against(&affine);
     run.assert_ok();
     assert!(run.changed());
     assert_eq!(affine.sign_in_count(), 1);
@@ -1029,7 +793,7 @@ fn environment_fallback_gives_the_session_token() {
     let run = task(params)
         .env("AFFINE_URL", &affine.url())
         .env("AFFINE_SESSION_TOKEN", &token)
-        .run(&affine);
+        .run_against(&affine);
     run.assert_ok();
     assert!(run.changed());
     assert_eq!(affine.sign_in_count(), 0);
@@ -1060,9 +824,9 @@ fn wait_reports_oidc_registered_once_affine_has_discovered_the_issuer() {
             present(&affine),
             json!({"issuer": idp, "wait": true, "wait_timeout": 10}),
         );
-        let run = task(params).run(&affine);
+        let run = task(params).run_against(&affine);
         run.assert_ok();
-        assert!(run.changed(), "{version}: {}", run.stdout);
+        assert!(run.changed(), "{version}: {}", run.out.stdout);
         assert_eq!(run.json["oidc_registered"], json!(true), "{version}");
         assert!(affine.oidc_registered(), "{version}");
         assert!(
@@ -1077,7 +841,7 @@ fn wait_reports_oidc_registered_once_affine_has_discovered_the_issuer() {
 fn wait_fails_after_wait_timeout_when_affine_cannot_reach_the_issuer() {
     let affine = standin("0.25.0");
     let params = with(present(&affine), json!({"wait": true, "wait_timeout": 1}));
-    let run = task(params).run(&affine);
+    let run = task(params).run_against(&affine);
     run.assert_failed_with(&["within 1s", "discovery", "rewrite the setting or restart"]);
     assert!(
         run.elapsed >= Duration::from_secs(1) && run.elapsed < Duration::from_secs(5),
@@ -1094,7 +858,9 @@ fn wait_on_0_27_with_the_ssrf_guard_hints_at_private_addresses() {
         present(&affine),
         json!({"issuer": idp, "wait": true, "wait_timeout": 1}),
     );
-    task(params).run(&affine).assert_failed_with(&["private"]);
+    task(params)
+        .run_against(&affine)
+        .assert_failed_with(&["private"]);
     assert!(!affine.oidc_registered());
 }
 
@@ -1114,7 +880,7 @@ fn file_params(path: &Path) -> Value {
 fn config_file_is_created_with_schema_and_mode_0600_and_the_restart_warning() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
-    let run = task(file_params(&path)).run_alone();
+    let run = task(file_params(&path)).run(&[]);
     run.assert_ok();
     assert!(run.changed());
     let text = fs::read_to_string(&path).unwrap();
@@ -1148,7 +914,7 @@ fn config_file_keeps_other_keys_their_order_and_mode_and_the_second_run_is_ok() 
 }"#;
     fs::write(&path, original).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-    let run = task(file_params(&path)).run_alone();
+    let run = task(file_params(&path)).run(&[]);
     run.assert_ok();
     assert!(run.changed());
     let text = fs::read_to_string(&path).unwrap();
@@ -1190,9 +956,9 @@ fn config_file_keeps_other_keys_their_order_and_mode_and_the_second_run_is_ok() 
     );
 
     let written = fs::read(&path).unwrap();
-    let second = task(file_params(&path)).run_alone();
+    let second = task(file_params(&path)).run(&[]);
     second.assert_ok();
-    assert!(!second.changed(), "{}", second.stdout);
+    assert!(!second.changed(), "{}", second.out.stdout);
     assert_eq!(
         fs::read(&path).unwrap(),
         written,
@@ -1211,7 +977,7 @@ fn config_file_backup_leaves_a_copy_of_the_previous_file() {
     let path = dir.path().join("config.json");
     let original = "{\"server\": {\"name\": \"n\"}}\n";
     fs::write(&path, original).unwrap();
-    let run = task(with(file_params(&path), json!({"backup": true}))).run_alone();
+    let run = task(with(file_params(&path), json!({"backup": true}))).run(&[]);
     run.assert_ok();
     let backup = PathBuf::from(run.json["backup_file"].as_str().expect("backup_file"));
     assert_eq!(backup.parent(), Some(dir.path()));
@@ -1226,7 +992,7 @@ fn config_file_with_invalid_json_fails_and_stays_byte_identical() {
     let original = b"{\"server\": {\"name\": \"n\",}  // trailing comma\n";
     fs::write(&path, original).unwrap();
     task(with(file_params(&path), json!({"backup": true})))
-        .run_alone()
+        .run(&[])
         .assert_failed_with(&["not valid JSON", "untouched"]);
     assert_eq!(fs::read(&path).unwrap(), original);
     assert_eq!(
@@ -1240,7 +1006,7 @@ fn config_file_with_invalid_json_fails_and_stays_byte_identical() {
 fn config_file_check_mode_reports_the_change_and_leaves_the_file_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("new.json");
-    let run = task(file_params(&missing)).check().run_alone();
+    let run = task(file_params(&missing)).check().run(&[]);
     run.assert_ok();
     assert!(run.changed());
     assert!(!missing.exists(), "check mode created the file");
@@ -1248,7 +1014,7 @@ fn config_file_check_mode_reports_the_change_and_leaves_the_file_untouched() {
     let path = dir.path().join("config.json");
     let original = b"{\"oauth\": {\"providers.oidc\": {\"issuer\": \"\", \"clientId\": \"\", \"clientSecret\": \"\", \"args\": {}}}}";
     fs::write(&path, original).unwrap();
-    let run = task(file_params(&path)).check().diff().run_alone();
+    let run = task(file_params(&path)).check().diff().run(&[]);
     run.assert_ok();
     assert!(run.changed());
     assert_eq!(run.json["diff"]["after"]["issuer"], json!(issuer()));
@@ -1259,15 +1025,15 @@ fn config_file_check_mode_reports_the_change_and_leaves_the_file_untouched() {
 fn config_file_state_absent_removes_only_the_oidc_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
-    task(file_params(&path)).run_alone().assert_ok();
+    task(file_params(&path)).run(&[]).assert_ok();
     let params = json!({"config_file": path.to_str().unwrap(), "state": "absent"});
-    let run = task(params.clone()).run_alone();
+    let run = task(params.clone()).run(&[]);
     run.assert_ok();
     assert!(run.changed());
     let doc: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     assert!(doc["$schema"].is_string());
     assert!(doc["oauth"].get("providers.oidc").is_none(), "{doc}");
-    let again = task(params).run_alone();
+    let again = task(params).run(&[]);
     again.assert_ok();
     assert!(!again.changed());
 }

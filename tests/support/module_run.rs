@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::affine_standin::AffineStandin;
 use super::process::{bin, clear_env, refs, secret_values, Captured, MASKED_FROM};
 
 /// The parameters whose values are secrets in our modules (`no_log`): a run must never show
@@ -219,6 +220,16 @@ impl ModuleCall {
                 run.out.stdout
             );
         }
+        run
+    }
+
+    /// [`ModuleCall::run`] against `affine`, whose request log then gives the session
+    /// material (see [`AffineStandin::session_material`]) that must not show either.
+    #[track_caller]
+    pub fn run_against(&self, affine: &AffineStandin) -> ModuleRun {
+        let run = self.run(&[]);
+        let sessions: Vec<String> = affine.session_material().into_iter().collect();
+        run.out.assert_no_secrets(&refs(&sessions));
         run
     }
 }
