@@ -4,111 +4,36 @@
 mod support;
 
 use std::fs;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use support::affine_standin::{AffineOptions, AffineStandin};
+use support::process::{closed_port, command, refs, secret_values, Captured};
 
-const BIN: &str = env!("CARGO_BIN_EXE_affine-authentik");
 const ADMIN_EMAIL: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "admin-pass-SECRET";
 const CLIENT_ID: &str = "affine-client-id";
 const CLIENT_SECRET: &str = "apply-client-secret-SECRET-41";
 const MASK: &str = "********";
 
-/// Every variable `apply` reads, plus proxies (the stand-in is on loopback).
-const CLEARED_ENV: [&str; 11] = [
-    "AFFINE_URL",
-    "AFFINE_ADMIN_EMAIL",
-    "AFFINE_ADMIN_PASSWORD",
-    "AFFINE_SESSION_TOKEN",
-    "AFFINE_OIDC_CLIENT_SECRET",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-];
-
 /// An issuer on a loopback port nobody listens on: the stand-in's discovery attempt after
 /// a write fails at once, with no DNS involved.
 fn issuer() -> &'static str {
     static ISSUER: OnceLock<String> = OnceLock::new();
-    ISSUER.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        format!("http://127.0.0.1:{port}/application/o/affine/")
-    })
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+    ISSUER.get_or_init(|| format!("http://127.0.0.1:{}/application/o/affine/", closed_port()))
 }
 
 /// Runs `apply ARGS` with `env`, then checks that no secret (those in `env`, the known
 /// ones, and every session id the stand-in saw) is in stdout or stderr.
 #[track_caller]
-fn apply(args: &[&str], env: &[(&str, &str)], affine: Option<&AffineStandin>) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("apply").args(args);
-    for name in CLEARED_ENV {
-        cmd.env_remove(name);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run apply");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    let mut secrets: Vec<String> = vec![
-        ADMIN_PASSWORD.into(),
-        CLIENT_SECRET.into(),
-        "-SECRET".into(),
-    ];
-    secrets.extend(
-        env.iter()
-            .filter(|(k, _)| k.contains("PASSWORD") || k.contains("TOKEN") || k.contains("SECRET"))
-            .map(|(_, v)| v.to_string()),
-    );
+fn apply(args: &[&str], env: &[(&str, &str)], affine: Option<&AffineStandin>) -> Captured {
+    let run = Captured::of(command(&["apply"]).args(args).envs(env.iter().copied()));
+    run.assert_no_secrets(&[ADMIN_PASSWORD, CLIENT_SECRET, "-SECRET"]);
+    let mut secrets = secret_values(env);
     if let Some(affine) = affine {
-        for r in affine.requests() {
-            if let Some(cookie) = r.header("cookie") {
-                secrets.extend(
-                    cookie
-                        .split(';')
-                        .filter_map(|p| p.trim().strip_prefix("affine_session="))
-                        .map(str::to_string),
-                );
-            }
-            if let Some(bearer) = r
-                .header("authorization")
-                .and_then(|h| h.strip_prefix("Bearer "))
-            {
-                secrets.push(bearer.to_string());
-            }
-        }
+        secrets.extend(affine.session_material());
     }
-    for s in secrets.iter().filter(|s| s.len() >= 4) {
-        assert!(
-            !run.stdout.contains(s.as_str()),
-            "secret {s:?} in stdout:\n{}",
-            run.stdout
-        );
-        assert!(
-            !run.stderr.contains(s.as_str()),
-            "secret {s:?} in stderr:\n{}",
-            run.stderr
-        );
-    }
+    run.assert_no_secrets(&refs(&secrets));
     run
 }
 
@@ -132,10 +57,6 @@ const SECRETS_ENV: [(&str, &str); 2] = [
     ("AFFINE_OIDC_CLIENT_SECRET", CLIENT_SECRET),
 ];
 
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 /// 0.26.1 rejects nothing the CLI can send, and its single discovery attempt after a write
 /// fails fast here (no DNS), which is all these tests need.
 fn standin() -> AffineStandin {
@@ -151,13 +72,13 @@ fn apply_changes_then_reports_ok_with_secrets_from_the_environment() {
     let affine = standin();
     let args = api_args(&affine);
     let first = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
-    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
     assert!(first.stdout.starts_with("changed: "), "{}", first.stdout);
     assert_eq!(affine.stored_oidc(), Some(wanted()));
     assert_eq!(affine.write_count(), 1);
 
     let second = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
-    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    assert_eq!(second.code, Some(0), "{}{}", second.stdout, second.stderr);
     assert!(second.stdout.starts_with("ok: "), "{}", second.stdout);
     assert_eq!(second.stdout.lines().count(), 1, "{}", second.stdout);
     assert_eq!(affine.write_count(), 1);
@@ -176,7 +97,7 @@ fn apply_takes_a_session_token_from_the_environment() {
         ],
         Some(&affine),
     );
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("changed: "), "{}", run.stdout);
     assert_eq!(affine.sign_in_count(), 0);
     assert_eq!(affine.stored_oidc(), Some(wanted()));
@@ -187,9 +108,11 @@ fn secrets_are_not_accepted_on_the_command_line() {
     for flag in ["--admin-password", "--client-secret", "--session-token"] {
         let run = apply(&[flag, "cli-secret-SECRET-3"], &[], None);
         assert_eq!(
-            run.code, 2,
+            run.code,
+            Some(2),
             "{flag} must not exist: {}{}",
-            run.stdout, run.stderr
+            run.stdout,
+            run.stderr
         );
     }
 }
@@ -203,7 +126,7 @@ fn apply_without_the_client_secret_in_the_environment_names_the_variable() {
         &[("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD)],
         Some(&affine),
     );
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("AFFINE_OIDC_CLIENT_SECRET"),
         "{}",
@@ -218,7 +141,7 @@ fn apply_check_writes_nothing_and_says_what_would_change() {
     let mut args = api_args(&affine);
     args.push("--check".into());
     let run = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("changed: "), "{}", run.stdout);
     assert!(run.stdout.contains("check mode"), "{}", run.stdout);
     assert_eq!(affine.write_count(), 0);
@@ -236,7 +159,7 @@ fn apply_diff_shows_the_change_with_the_secret_masked() {
     let mut args = api_args(&affine);
     args.push("--diff".into());
     let run = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(!run.stdout.contains(old_secret), "{}", run.stdout);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines[0].starts_with("changed: "), "{}", run.stdout);
@@ -290,7 +213,7 @@ fn a_failing_apply_exits_non_zero_with_one_line_on_stderr_and_no_secret() {
         ],
         Some(&affine),
     );
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(
@@ -307,7 +230,7 @@ fn a_failing_apply_exits_non_zero_with_one_line_on_stderr_and_no_secret() {
     let old = AffineStandin::start(AffineOptions::new("0.20.0"));
     let args = api_args(&old);
     let run = apply(&refs(&args), &SECRETS_ENV, Some(&old));
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("OAUTH_OIDC_ISSUER"), "{}", run.stderr);
 }
@@ -315,7 +238,7 @@ fn a_failing_apply_exits_non_zero_with_one_line_on_stderr_and_no_secret() {
 #[test]
 fn apply_help_does_not_show_secrets_from_the_environment() {
     let run = apply(&["--help"], &SECRETS_ENV, None);
-    assert_eq!(run.code, 0);
+    assert_eq!(run.code, Some(0));
     assert!(
         run.stdout.contains("AFFINE_OIDC_CLIENT_SECRET"),
         "{}",
@@ -340,7 +263,7 @@ fn apply_to_a_config_file_warns_about_the_restart_on_stderr() {
     ];
     let env = [("AFFINE_OIDC_CLIENT_SECRET", CLIENT_SECRET)];
     let run = apply(&args, &env, None);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("changed: "), "{}", run.stdout);
     assert!(run.stderr.starts_with("warning: "), "{}", run.stderr);
     assert!(run.stderr.contains("restart"), "{}", run.stderr);
@@ -370,7 +293,7 @@ fn a_value_affine_rejects_fails_without_quoting_the_secret() {
             args.push("--check".into());
         }
         let run = apply(&refs(&args), &SECRETS_ENV, Some(&affine));
-        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         assert!(run.stderr.contains("issuer"), "{}", run.stderr);
         assert!(run.stderr.contains(MASK), "{}", run.stderr);

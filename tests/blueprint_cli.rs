@@ -2,14 +2,15 @@
 //! exit code and the files it writes. The output is read back with a YAML loader that
 //! knows authentik's tags, the way authentik itself reads it.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use serde_yaml::Value;
+use support::process::{command, Captured};
 
-const BIN: &str = env!("CARGO_BIN_EXE_affine-authentik");
 const AFFINE: &str = "https://affine.example.com";
 const CALLBACK: &str = "https://affine.example.com/oauth/callback";
 const PROVIDER_MODEL: &str = "authentik_providers_oauth2.oauth2provider";
@@ -37,37 +38,11 @@ const TARGETS: [(&str, bool, bool, bool); 10] = [
 // ---------------------------------------------------------------------------------------
 // Running the binary
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// The binary with `args`, in an environment without the variables it reads, so the
-/// caller's shell cannot change a result.
-fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("AFFINE_URL")
-        .env_remove("AUTHENTIK_URL")
-        .env_remove(SECRET_ENV);
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Run {
-    let out = cmd.output().expect("the binary runs");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-    }
-}
-
 /// `blueprint` with `args`; asserts success and returns the YAML.
 fn blueprint(args: &[&str]) -> String {
     let mut full = vec!["blueprint"];
     full.extend_from_slice(args);
-    let r = run(&mut command(&full));
+    let r = Captured::of(&mut command(&full));
     assert_eq!(r.code, Some(0), "blueprint {args:?} failed: {}", r.stderr);
     r.stdout
 }
@@ -81,7 +56,7 @@ fn blueprint_for(version: &str, extra: &[&str]) -> Value {
 
 /// Asserts the usage-error contract: exit 2, nothing on stdout, one line on stderr that
 /// contains `needle`. Returns stderr.
-fn assert_usage_error(r: &Run, what: &str, needle: &str) -> String {
+fn assert_usage_error(r: &Captured, what: &str, needle: &str) -> String {
     assert_eq!(r.code, Some(2), "{what}: exit code; stderr: {}", r.stderr);
     assert!(
         r.stdout.is_empty(),
@@ -106,7 +81,11 @@ fn assert_usage_error(r: &Run, what: &str, needle: &str) -> String {
 fn bad_blueprint(args: &[&str], needle: &str) {
     let mut full = vec!["blueprint"];
     full.extend_from_slice(args);
-    assert_usage_error(&run(&mut command(&full)), &format!("{args:?}"), needle);
+    assert_usage_error(
+        &Captured::of(&mut command(&full)),
+        &format!("{args:?}"),
+        needle,
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,13 +474,15 @@ fn client_secret_file_is_refused_before_2025_8() {
 
 #[test]
 fn inline_client_secret_writes_the_literal_value_and_warns_without_showing_it() {
-    let r = run(command(&[
-        "blueprint",
-        "--affine-url",
-        AFFINE,
-        "--inline-client-secret",
-    ])
-    .env(SECRET_ENV, SECRET));
+    let r = Captured::of(
+        command(&[
+            "blueprint",
+            "--affine-url",
+            AFFINE,
+            "--inline-client-secret",
+        ])
+        .env(SECRET_ENV, SECRET),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let doc = load_authentik_yaml(&r.stdout).unwrap();
     assert_eq!(client_secret(&doc).as_str(), Some(SECRET));
@@ -518,22 +499,26 @@ fn inline_client_secret_writes_the_literal_value_and_warns_without_showing_it() 
 #[test]
 fn an_inline_secret_longer_than_authentik_stores_is_refused() {
     let at_limit = "s".repeat(255);
-    let r = run(command(&[
-        "blueprint",
-        "--affine-url",
-        AFFINE,
-        "--inline-client-secret",
-    ])
-    .env(SECRET_ENV, &at_limit));
+    let r = Captured::of(
+        command(&[
+            "blueprint",
+            "--affine-url",
+            AFFINE,
+            "--inline-client-secret",
+        ])
+        .env(SECRET_ENV, &at_limit),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let too_long = "s".repeat(256);
-    let r = run(command(&[
-        "blueprint",
-        "--affine-url",
-        AFFINE,
-        "--inline-client-secret",
-    ])
-    .env(SECRET_ENV, &too_long));
+    let r = Captured::of(
+        command(&[
+            "blueprint",
+            "--affine-url",
+            AFFINE,
+            "--inline-client-secret",
+        ])
+        .env(SECRET_ENV, &too_long),
+    );
     assert_usage_error(&r, "256-character secret", "255");
     assert!(!r.stderr.contains("sssss"));
 }
@@ -544,13 +529,15 @@ fn inline_client_secret_without_the_env_is_refused() {
         &["--affine-url", AFFINE, "--inline-client-secret"],
         SECRET_ENV,
     );
-    let r = run(command(&[
-        "blueprint",
-        "--affine-url",
-        AFFINE,
-        "--inline-client-secret",
-    ])
-    .env(SECRET_ENV, ""));
+    let r = Captured::of(
+        command(&[
+            "blueprint",
+            "--affine-url",
+            AFFINE,
+            "--inline-client-secret",
+        ])
+        .env(SECRET_ENV, ""),
+    );
     assert_usage_error(&r, "empty secret env", SECRET_ENV);
 }
 
@@ -575,7 +562,7 @@ fn the_secret_never_reaches_stderr_in_any_mode_or_failure() {
     for extra in cases {
         let mut args = vec!["blueprint", "--affine-url", AFFINE];
         args.extend_from_slice(extra);
-        let r = run(command(&args).env(SECRET_ENV, SECRET));
+        let r = Captured::of(command(&args).env(SECRET_ENV, SECRET));
         assert!(
             !r.stderr.contains(SECRET) && !r.stderr.contains("s3cr3t"),
             "{extra:?}: {}",
@@ -597,16 +584,16 @@ fn two_secret_flags_together_are_a_usage_error() {
         let mut args = vec!["blueprint", "--affine-url", AFFINE];
         args.extend_from_slice(a);
         args.extend_from_slice(b);
-        let r = run(command(&args).env(SECRET_ENV, SECRET));
+        let r = Captured::of(command(&args).env(SECRET_ENV, SECRET));
         assert_usage_error(&r, &format!("{args:?}"), "cannot be used with");
     }
 }
 
 #[test]
 fn clap_usage_errors_are_one_line_too() {
-    let r = run(&mut command(&["blueprint"]));
+    let r = Captured::of(&mut command(&["blueprint"]));
     assert_usage_error(&r, "missing --affine-url", "--affine-url");
-    let r = run(&mut command(&[
+    let r = Captured::of(&mut command(&[
         "blueprint",
         "--affine-url",
         AFFINE,
@@ -660,7 +647,7 @@ fn mode_of(path: &Path) -> u32 {
 fn output_file_holds_the_blueprint_and_stdout_stays_empty() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("affine.yaml");
-    let r = run(&mut command(&[
+    let r = Captured::of(&mut command(&[
         "blueprint",
         "--affine-url",
         AFFINE,
@@ -694,7 +681,7 @@ fn a_failing_run_leaves_an_existing_output_file_untouched() {
     for extra in cases {
         let mut args = vec!["blueprint", "--affine-url", AFFINE, "-o", out];
         args.extend_from_slice(extra);
-        let r = run(&mut command(&args));
+        let r = Captured::of(&mut command(&args));
         assert_eq!(r.code, Some(2), "{extra:?}: {}", r.stderr);
         assert!(r.stdout.is_empty());
         assert_eq!(fs::read_to_string(&path).unwrap(), "old content\n");
@@ -707,7 +694,7 @@ fn output_into_a_missing_directory_fails_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir");
     let path = missing.join("affine.yaml");
-    let r = run(&mut command(&[
+    let r = Captured::of(&mut command(&[
         "blueprint",
         "--affine-url",
         AFFINE,
@@ -732,15 +719,17 @@ fn an_output_file_with_an_inline_secret_is_readable_by_its_owner_only() {
     fs::write(&existing, "old\n").unwrap();
     fs::set_permissions(&existing, fs::Permissions::from_mode(0o644)).unwrap();
     for path in [&fresh, &existing] {
-        let r = run(command(&[
-            "blueprint",
-            "--affine-url",
-            AFFINE,
-            "--inline-client-secret",
-            "-o",
-            path.to_str().unwrap(),
-        ])
-        .env(SECRET_ENV, SECRET));
+        let r = Captured::of(
+            command(&[
+                "blueprint",
+                "--affine-url",
+                AFFINE,
+                "--inline-client-secret",
+                "-o",
+                path.to_str().unwrap(),
+            ])
+            .env(SECRET_ENV, SECRET),
+        );
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert_eq!(mode_of(path), 0o600, "{}", path.display());
         assert!(fs::read_to_string(path).unwrap().contains("s3cr3t"));
@@ -932,10 +921,10 @@ fn bad_template(template: &str, version: &str, needle: &str) -> String {
         "--template",
         path.to_str().unwrap(),
     ];
-    let stderr = assert_usage_error(&run(&mut command(&base)), template, needle);
+    let stderr = assert_usage_error(&Captured::of(&mut command(&base)), template, needle);
     let mut with_output = base.to_vec();
     with_output.extend(["-o", out.to_str().unwrap()]);
-    assert_usage_error(&run(&mut command(&with_output)), template, needle);
+    assert_usage_error(&Captured::of(&mut command(&with_output)), template, needle);
     assert!(!out.exists(), "a failed render wrote {}", out.display());
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     stderr
@@ -1016,7 +1005,7 @@ fn a_template_that_points_the_redirect_uri_elsewhere_is_refused() {
 
 #[test]
 fn blueprint_help_shows_examples() {
-    let r = run(&mut command(&["blueprint", "--help"]));
+    let r = Captured::of(&mut command(&["blueprint", "--help"]));
     assert_eq!(r.code, Some(0));
     assert!(r.stdout.contains("Examples:"), "{}", r.stdout);
     assert!(

@@ -13,15 +13,16 @@
 //! instead of "not valid under any of the schemas listed in oneOf"). The negative cases
 //! below prove both readings look inside `attrs`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 
 use jsonschema::{Draft, Validator};
 use serde_json::{json, Value as Json};
 use serde_yaml::Value as Yaml;
+use support::process::{command, Captured};
 
-const BIN: &str = env!("CARGO_BIN_EXE_affine-authentik");
 const SCHEMA_FILE: &str = "authentik-blueprint-schema.json";
 const PROVIDER_MODEL: &str = "authentik_providers_oauth2.oauth2provider";
 
@@ -204,18 +205,9 @@ fn primary_keys(doc: &Yaml) -> BTreeMap<String, Json> {
 fn generated(args: &[&str]) -> Json {
     let mut full = vec!["blueprint", "--affine-url", "https://affine.example.com"];
     full.extend_from_slice(args);
-    let out = Command::new(BIN)
-        .args(&full)
-        .env_remove("AFFINE_URL")
-        .env("AFFINE_OIDC_CLIENT_SECRET", "an-inline-secret")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{full:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Yaml = serde_yaml::from_slice(&out.stdout).unwrap();
+    let out = Captured::of(command(&full).env("AFFINE_OIDC_CLIENT_SECRET", "an-inline-secret"));
+    assert_eq!(out.code, Some(0), "{full:?}: {}", out.stderr);
+    let doc: Yaml = serde_yaml::from_str(&out.stdout).unwrap();
     with_placeholders(&doc, &primary_keys(&doc))
 }
 

@@ -1,35 +1,18 @@
 //! `affine-authentik oidc-config`: the JSON object pasted into AFFiNE's admin panel, checked
 //! through the built binary, and checked to agree with the blueprint for the same inputs.
 
-use std::process::Command;
+mod support;
 
 use serde_json::Value;
+use support::process::{command, Captured};
 
-const BIN: &str = env!("CARGO_BIN_EXE_affine-authentik");
 const AFFINE: &str = "https://affine.example.com";
 const AUTHENTIK: &str = "https://auth.example.com";
 const SECRET_ENV: &str = "AFFINE_OIDC_CLIENT_SECRET";
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the binary without the variables it reads from the environment, plus `env`.
-fn run_with(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("AFFINE_URL")
-        .env_remove("AUTHENTIK_URL")
-        .env_remove(SECRET_ENV)
-        .envs(env.iter().copied());
-    let out = cmd.output().expect("the binary runs");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> Captured {
+    Captured::of(command(args).envs(env.iter().copied()))
 }
 
 /// `oidc-config` with `args`; asserts success and returns the JSON object and stderr.

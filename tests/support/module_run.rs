@@ -185,9 +185,6 @@ impl ModuleCall {
         let started = Instant::now();
         let output = cmd.output().expect("run the module");
         let elapsed = started.elapsed();
-        if let Err(e) = std::str::from_utf8(&output.stdout) {
-            panic!("stdout is not UTF-8 ({e}): {:?}", output.stdout);
-        }
         let out = Captured::from_output(output);
         let json: Value = match serde_json::from_str(out.stdout.trim_end()) {
             Ok(v @ Value::Object(_)) => v,

@@ -79,11 +79,19 @@ pub struct Captured {
 }
 
 impl Captured {
+    /// Panics unless both streams are UTF-8 (what every command here must write).
+    #[track_caller]
     pub fn from_output(out: Output) -> Self {
+        let text = |bytes: Vec<u8>, stream: &str| {
+            String::from_utf8(bytes).unwrap_or_else(|e| {
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                panic!("{stream} is not UTF-8 ({}):\n{lossy}", e.utf8_error())
+            })
+        };
         Captured {
             code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stdout: text(out.stdout, "stdout"),
+            stderr: text(out.stderr, "stderr"),
         }
     }
 
