@@ -70,6 +70,14 @@ fn present(affine: &AffineStandin) -> Value {
     })
 }
 
+/// [`present`] with `token` as the session token instead of e-mail and password.
+fn present_with_token(affine: &AffineStandin, token: &str) -> Value {
+    with(
+        present(affine),
+        json!({"admin_email": null, "admin_password": null, "session_token": token}),
+    )
+}
+
 /// `base` with `patch`'s keys set (a null value removes the key).
 fn with(base: Value, patch: Value) -> Value {
     let mut map: Map<String, Value> = base.as_object().cloned().unwrap_or_default();
@@ -478,10 +486,7 @@ fn an_unchanged_reconcile_costs_two_requests_with_a_password_and_one_with_a_sess
     assert_eq!(affine.sign_in_count(), 1, "one sign-in per run");
 
     let token = affine.session_token_for_admin();
-    let params = with(
-        present(&affine),
-        json!({"admin_email": null, "admin_password": null, "session_token": token}),
-    );
+    let params = present_with_token(&affine, &token);
     let before = affine.requests().len();
     let run = task(params).run_against(&affine);
     run.assert_ok();
@@ -585,17 +590,13 @@ fn a_slow_server_fails_as_a_timeout_after_the_timeout() {
 fn an_http_5xx_fails_saying_so() {
     let affine = standin("0.26.1");
     affine.set_fault(Fault::Status(502));
-    task(present(&affine))
-        .run_against(&affine)
-        .assert_failed_with(&["HTTP 502", "server's logs"]);
+    // Signed in with a password, then with a session token.
     let token = affine.session_token_for_admin();
-    let params = with(
-        present(&affine),
-        json!({"admin_email": null, "admin_password": null, "session_token": token}),
-    );
-    task(params)
-        .run_against(&affine)
-        .assert_failed_with(&["HTTP 502", "server's logs"]);
+    for params in [present(&affine), present_with_token(&affine, &token)] {
+        task(params)
+            .run_against(&affine)
+            .assert_failed_with(&["HTTP 502", "server's logs"]);
+    }
     assert_eq!(affine.write_count(), 0);
 }
 
@@ -612,17 +613,13 @@ fn a_dropped_connection_fails_saying_so() {
 fn a_non_json_answer_fails_pointing_at_the_url() {
     let affine = standin("0.26.1");
     affine.set_fault(Fault::NonJson);
-    task(present(&affine))
-        .run_against(&affine)
-        .assert_failed_with(&["not answer with JSON", "URL"]);
+    // Signed in with a password, then with a session token.
     let token = affine.session_token_for_admin();
-    let params = with(
-        present(&affine),
-        json!({"admin_email": null, "admin_password": null, "session_token": token}),
-    );
-    task(params)
-        .run_against(&affine)
-        .assert_failed_with(&["not answer with JSON", "URL"]);
+    for params in [present(&affine), present_with_token(&affine, &token)] {
+        task(params)
+            .run_against(&affine)
+            .assert_failed_with(&["not answer with JSON", "URL"]);
+    }
 }
 
 #[test]
@@ -637,10 +634,7 @@ fn a_wrong_password_fails_as_wrong_credentials() {
 #[test]
 fn an_invalid_session_token_fails_asking_to_renew_it() {
     let affine = standin("0.26.1");
-    let params = with(
-        present(&affine),
-        json!({"admin_email": null, "admin_password": null, "session_token": "expired-token-SECRET-0"}),
-    );
+    let params = present_with_token(&affine, "expired-token-SECRET-0");
     task(params)
         .run_against(&affine)
         .assert_failed_with(&["not signed in", "session token"]);
