@@ -25,8 +25,29 @@ struct Chain {
 }
 
 impl Chain {
+    /// `authentik` once the module has applied the blueprint for the AFFiNE at
+    /// `blueprint_url` (`extra`: more module params), and `affine`, not configured yet.
+    fn applied(
+        authentik: AuthentikStandin,
+        affine: AffineStandin,
+        blueprint_url: &str,
+        extra: Value,
+    ) -> Chain {
+        let client_id = apply_blueprint(&authentik, blueprint_url, extra);
+        Chain {
+            authentik,
+            affine,
+            client_id,
+        }
+    }
+
     fn issuer(&self) -> String {
         format!("{}/application/o/affine/", self.authentik.url())
+    }
+
+    /// Points AFFiNE at this chain's issuer and client id.
+    fn configure(&self) {
+        configure_affine(&self.affine, &self.issuer(), &self.client_id);
     }
 }
 
@@ -77,13 +98,9 @@ fn chain(affine_version: &str, ssrf_guard: Option<bool>) -> Chain {
 fn chain_on(authentik_version: &str, affine_version: &str, ssrf_guard: Option<bool>) -> Chain {
     let authentik = AuthentikStandin::start(AuthentikOptions::new(authentik_version));
     let affine = affine_standin(affine_version, ssrf_guard);
-    let client_id = apply_blueprint(&authentik, &affine.url(), json!({}));
-    let c = Chain {
-        authentik,
-        affine,
-        client_id,
-    };
-    configure_affine(&c.affine, &c.issuer(), &c.client_id);
+    let url = affine.url();
+    let c = Chain::applied(authentik, affine, &url, json!({}));
+    c.configure();
     c
 }
 
@@ -402,12 +419,8 @@ fn unreachable_discovery_fails_discovery() {
 fn oidc_not_registered_in_affine_fails_affine_registered() {
     let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
     let affine = affine_standin("0.26.1", None);
-    let client_id = apply_blueprint(&authentik, &affine.url(), json!({}));
-    let c = Chain {
-        authentik,
-        affine,
-        client_id,
-    };
+    let url = affine.url();
+    let c = Chain::applied(authentik, affine, &url, json!({}));
     // Never configured.
     let v = verify_chain(&c, true, &[]);
     v.assert_only_failed(&[("affine-registered", &["does not list OIDC", "affine_oidc"])]);
@@ -416,7 +429,7 @@ fn oidc_not_registered_in_affine_fails_affine_registered() {
     // Configured while the issuer was down: 0.22-0.26 try once, so it stays unregistered
     // after authentik is back, and the fix says to rewrite or restart.
     c.authentik.set_discovery_available(false);
-    configure_affine(&c.affine, &c.issuer(), &c.client_id);
+    c.configure();
     c.authentik.set_discovery_available(true);
     assert!(!c.affine.oidc_registered());
     let v = verify_chain(&c, false, &[]);
@@ -434,17 +447,13 @@ fn a_blueprint_for_another_affine_url_fails_authentiks_redirect_uri() {
     let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
     let affine = affine_standin("0.25.3", None);
     // Same client id on both sides, but the provider allows another AFFiNE's callback.
-    let client_id = apply_blueprint(
-        &authentik,
+    let c = Chain::applied(
+        authentik,
+        affine,
         "https://affine.elsewhere.example",
         json!({"client_id": "shared-client-id"}),
     );
-    let c = Chain {
-        authentik,
-        affine,
-        client_id,
-    };
-    configure_affine(&c.affine, &c.issuer(), &c.client_id);
+    c.configure();
     let v = verify_chain(&c, true, &["--client-id", "shared-client-id"]);
     v.assert_only_failed(&[(
         "authentik-redirect-uri",
@@ -463,13 +472,8 @@ fn affine_sending_another_redirect_uri_fails_redirect_uri() {
     let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
     let affine = affine_standin("0.25.3", None);
     let public = affine.url().replace("127.0.0.1", "localhost");
-    let client_id = apply_blueprint(&authentik, &public, json!({}));
-    let c = Chain {
-        authentik,
-        affine,
-        client_id,
-    };
-    configure_affine(&c.affine, &c.issuer(), &c.client_id);
+    let c = Chain::applied(authentik, affine, &public, json!({}));
+    c.configure();
     let authentik_url = c.authentik.url();
     let token = c.authentik.token();
     let v = verify(
@@ -529,7 +533,7 @@ fn a_provider_without_grant_types_or_scopes_fails_its_authentik_check() {
         affine,
         client_id,
     };
-    configure_affine(&c.affine, &c.issuer(), &c.client_id);
+    c.configure();
     let v = verify_chain(&c, true, &["--client-id", &c.client_id]);
     v.assert_only_failed(&[(
         "authentik-grant-types",
@@ -677,13 +681,9 @@ fn authentiks_checks_look_at_the_provider_of_this_slug_among_several() {
         "https://another-affine.example.com",
         json!({"slug": "another", "name": "Another", "provider_name": "AAA first provider"}),
     );
-    let client_id = apply_blueprint(&authentik, &affine.url(), json!({}));
-    let c = Chain {
-        authentik,
-        affine,
-        client_id,
-    };
-    configure_affine(&c.affine, &c.issuer(), &c.client_id);
+    let url = affine.url();
+    let c = Chain::applied(authentik, affine, &url, json!({}));
+    c.configure();
     // The stand-in, like authentik, ignores list filters it does not know (such as
     // `application__slug`): a lookup relying on one would judge the other provider.
     let authentik_url = c.authentik.url();
