@@ -78,6 +78,18 @@ fn assert_usage_error(r: &Captured, what: &str, needle: &str) -> String {
     r.stderr.clone()
 }
 
+/// `blueprint --affine-url AFFINE --inline-client-secret ARGS` with `secret` in SECRET_ENV.
+fn inline_blueprint(secret: &str, args: &[&str]) -> Captured {
+    let mut full = vec![
+        "blueprint",
+        "--affine-url",
+        AFFINE,
+        "--inline-client-secret",
+    ];
+    full.extend_from_slice(args);
+    Captured::of(command(&full).env(SECRET_ENV, secret))
+}
+
 fn bad_blueprint(args: &[&str], needle: &str) {
     let mut full = vec!["blueprint"];
     full.extend_from_slice(args);
@@ -474,15 +486,7 @@ fn client_secret_file_is_refused_before_2025_8() {
 
 #[test]
 fn inline_client_secret_writes_the_literal_value_and_warns_without_showing_it() {
-    let r = Captured::of(
-        command(&[
-            "blueprint",
-            "--affine-url",
-            AFFINE,
-            "--inline-client-secret",
-        ])
-        .env(SECRET_ENV, SECRET),
-    );
+    let r = inline_blueprint(SECRET, &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let doc = load_authentik_yaml(&r.stdout).unwrap();
     assert_eq!(client_secret(&doc).as_str(), Some(SECRET));
@@ -499,26 +503,10 @@ fn inline_client_secret_writes_the_literal_value_and_warns_without_showing_it() 
 #[test]
 fn an_inline_secret_longer_than_authentik_stores_is_refused() {
     let at_limit = "s".repeat(255);
-    let r = Captured::of(
-        command(&[
-            "blueprint",
-            "--affine-url",
-            AFFINE,
-            "--inline-client-secret",
-        ])
-        .env(SECRET_ENV, &at_limit),
-    );
+    let r = inline_blueprint(&at_limit, &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let too_long = "s".repeat(256);
-    let r = Captured::of(
-        command(&[
-            "blueprint",
-            "--affine-url",
-            AFFINE,
-            "--inline-client-secret",
-        ])
-        .env(SECRET_ENV, &too_long),
-    );
+    let r = inline_blueprint(&too_long, &[]);
     assert_usage_error(&r, "256-character secret", "255");
     assert!(!r.stderr.contains("sssss"));
 }
@@ -529,15 +517,7 @@ fn inline_client_secret_without_the_env_is_refused() {
         &["--affine-url", AFFINE, "--inline-client-secret"],
         SECRET_ENV,
     );
-    let r = Captured::of(
-        command(&[
-            "blueprint",
-            "--affine-url",
-            AFFINE,
-            "--inline-client-secret",
-        ])
-        .env(SECRET_ENV, ""),
-    );
+    let r = inline_blueprint("", &[]);
     assert_usage_error(&r, "empty secret env", SECRET_ENV);
 }
 
@@ -719,17 +699,7 @@ fn an_output_file_with_an_inline_secret_is_readable_by_its_owner_only() {
     fs::write(&existing, "old\n").unwrap();
     fs::set_permissions(&existing, fs::Permissions::from_mode(0o644)).unwrap();
     for path in [&fresh, &existing] {
-        let r = Captured::of(
-            command(&[
-                "blueprint",
-                "--affine-url",
-                AFFINE,
-                "--inline-client-secret",
-                "-o",
-                path.to_str().unwrap(),
-            ])
-            .env(SECRET_ENV, SECRET),
-        );
+        let r = inline_blueprint(SECRET, &["-o", path.to_str().unwrap()]);
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert_eq!(mode_of(path), 0o600, "{}", path.display());
         assert!(fs::read_to_string(path).unwrap().contains("s3cr3t"));
