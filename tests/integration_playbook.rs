@@ -44,7 +44,7 @@ fn affine(version: &str) -> AffineStandin {
 
 #[track_caller]
 fn assert_no_secret(run: &Run) {
-    run.out.assert_no_secrets(&[
+    run.assert_no_secrets(&[
         ADMIN_PASSWORD,
         CLIENT_SECRET,
         AUTHENTIK_TOKEN,

@@ -208,6 +208,12 @@ impl Run {
         )
     }
 
+    /// Neither stream holds any of `secrets` (see [`Captured::assert_no_secrets`]).
+    #[track_caller]
+    pub fn assert_no_secrets(&self, secrets: &[&str]) {
+        self.out.assert_no_secrets(secrets);
+    }
+
     /// PLAY RECAP: host → {ok, changed, unreachable, failed, skipped, rescued, ignored}.
     pub fn recap(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
         let recap = self
