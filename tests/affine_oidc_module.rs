@@ -8,14 +8,13 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use support::affine_standin::{AffineOptions, AffineStandin, Fault, Recorded};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
 use support::module_run::ModuleCall;
-use support::process::{closed_port, command};
+use support::process::{closed_port, command, unreachable_issuer};
 
 /// The versions the module must get right (0.21: no validation; 0.25: validateAppConfig is
 /// a Mutation; 0.26.1: a Query only; 0.27: background discovery and the SSRF guard).
@@ -33,13 +32,6 @@ const MASK: &str = "********";
 
 // ---------------------------------------------------------------------------------------
 // Running the module
-
-/// An issuer AFFiNE cannot reach (refused at once, no DNS), so a stand-in's discovery
-/// attempt after a write fails fast. Trailing slash, as authentik writes it.
-fn issuer() -> &'static str {
-    static ISSUER: OnceLock<String> = OnceLock::new();
-    ISSUER.get_or_init(|| format!("http://127.0.0.1:{}/application/o/affine/", closed_port()))
-}
 
 /// An `affine_oidc` task with `params`. Every run also looks for this file's secrets and
 /// the marker in the output (ModuleCall::run adds the secret params and env values).
@@ -63,7 +55,7 @@ fn present(affine: &AffineStandin) -> Value {
         "affine_url": affine.url(),
         "admin_email": ADMIN_EMAIL,
         "admin_password": ADMIN_PASSWORD,
-        "issuer": issuer(),
+        "issuer": unreachable_issuer(),
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
         "timeout": 5,
@@ -92,7 +84,7 @@ fn with(base: Value, patch: Value) -> Value {
 }
 
 fn wanted_value() -> Value {
-    json!({"args": {}, "issuer": issuer(), "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET})
+    json!({"args": {}, "issuer": unreachable_issuer(), "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET})
 }
 
 fn affine_defaults() -> Value {
@@ -196,7 +188,10 @@ fn first_run_changes_second_run_is_ok_and_the_stored_value_is_affines_shape_on_e
         assert_eq!(affine.write_count(), 1, "{version}");
         assert_eq!(first.json["affine_version"], json!(version), "{version}");
         assert_eq!(first.json["end_state"]["clientSecret"], json!(MASK));
-        assert_eq!(first.json["end_state"]["issuer"], json!(issuer()));
+        assert_eq!(
+            first.json["end_state"]["issuer"],
+            json!(unreachable_issuer())
+        );
         assert_eq!(first.json["existing"]["clientSecret"], json!(""));
         assert!(first.json.get("diff").is_none(), "no diff unless asked");
         let args = &first.json["invocation"]["module_args"];
@@ -222,7 +217,7 @@ fn an_issuer_differing_only_by_a_trailing_slash_is_no_change() {
     for version in ["0.21.0", "0.26.1"] {
         let affine = standin(version);
         let mut stored = wanted_value();
-        stored["issuer"] = json!(issuer().trim_end_matches('/'));
+        stored["issuer"] = json!(unreachable_issuer().trim_end_matches('/'));
         affine.set_stored_oidc(stored.clone());
         let run = task(present(&affine)).run_against(&affine);
         run.assert_ok();
@@ -358,7 +353,11 @@ fn diff_is_returned_only_with_ansible_diff_and_masks_the_secret() {
     run.assert_ok();
     let diff = &run.json["diff"];
     assert_eq!(diff["before"]["issuer"], json!(""), "{diff}");
-    assert_eq!(diff["after"]["issuer"], json!(issuer()), "{diff}");
+    assert_eq!(
+        diff["after"]["issuer"],
+        json!(unreachable_issuer()),
+        "{diff}"
+    );
     assert_eq!(diff["after"]["clientId"], json!(CLIENT_ID));
     assert_eq!(diff["after"]["args"], json!({}));
     let after_secret = diff["after"]["clientSecret"].as_str().unwrap();
@@ -558,7 +557,7 @@ fn a_rate_limit_longer_than_the_timeout_fails_with_advice() {
 fn connection_refused_fails_naming_the_url() {
     let url = format!("http://127.0.0.1:{}", closed_port());
     let params = json!({"affine_url": url, "admin_email": ADMIN_EMAIL, "admin_password": ADMIN_PASSWORD,
-        "issuer": issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 2});
+        "issuer": unreachable_issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 2});
     task(params)
         .run(&[])
         .assert_failed_with(&["refused the connection", &url]);
@@ -567,7 +566,7 @@ fn connection_refused_fails_naming_the_url() {
 #[test]
 fn an_unresolvable_host_fails_as_dns() {
     let params = json!({"affine_url": "http://affine.invalid", "admin_email": ADMIN_EMAIL, "admin_password": ADMIN_PASSWORD,
-        "issuer": issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 5});
+        "issuer": unreachable_issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 5});
     task(params)
         .run(&[])
         .assert_failed_with(&["DNS", "affine.invalid"]);
@@ -704,7 +703,7 @@ fn tls_to_a_plain_http_server_that_answers_400_fails_with_the_ca_path_hint() {
     // The stand-in closes the socket on a ClientHello; AFFiNE itself (Node) and nginx
     // answer 400 in plain text, which rustls reports differently.
     let params = json!({"affine_url": plain_http_answering_400(), "admin_email": ADMIN_EMAIL,
-        "admin_password": ADMIN_PASSWORD, "issuer": issuer(), "client_id": CLIENT_ID,
+        "admin_password": ADMIN_PASSWORD, "issuer": unreachable_issuer(), "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET, "timeout": 3});
     task(params)
         .run(&[])
@@ -762,7 +761,7 @@ fn issuer_and_authentik_url_are_mutually_exclusive() {
 #[test]
 fn environment_fallbacks_give_the_url_and_the_password_credentials() {
     let affine = standin("0.26.1");
-    let params = json!({"issuer": issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 5});
+    let params = json!({"issuer": unreachable_issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 5});
     let run = task(params)
         .env("AFFINE_URL", &affine.url())
         .env("AFFINE_ADMIN_EMAIL", ADMIN_EMAIL)
@@ -783,7 +782,7 @@ fn environment_fallbacks_give_the_url_and_the_password_credentials() {
 fn environment_fallback_gives_the_session_token() {
     let affine = standin("0.26.1");
     let token = affine.session_token_for_admin();
-    let params = json!({"issuer": issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 5});
+    let params = json!({"issuer": unreachable_issuer(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": 5});
     let run = task(params)
         .env("AFFINE_URL", &affine.url())
         .env("AFFINE_SESSION_TOKEN", &token)
@@ -864,7 +863,7 @@ fn wait_on_0_27_with_the_ssrf_guard_hints_at_private_addresses() {
 fn file_params(path: &Path) -> Value {
     json!({
         "config_file": path.to_str().unwrap(),
-        "issuer": issuer(),
+        "issuer": unreachable_issuer(),
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
     })
@@ -1011,7 +1010,10 @@ fn config_file_check_mode_reports_the_change_and_leaves_the_file_untouched() {
     let run = task(file_params(&path)).check().diff().run(&[]);
     run.assert_ok();
     assert!(run.changed());
-    assert_eq!(run.json["diff"]["after"]["issuer"], json!(issuer()));
+    assert_eq!(
+        run.json["diff"]["after"]["issuer"],
+        json!(unreachable_issuer())
+    );
     assert_eq!(fs::read(&path).unwrap(), original);
 }
 

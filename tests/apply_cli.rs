@@ -4,24 +4,16 @@
 mod support;
 
 use std::fs;
-use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use support::affine_standin::{AffineOptions, AffineStandin};
-use support::process::{closed_port, command, refs, secret_values, Captured};
+use support::process::{command, refs, secret_values, unreachable_issuer, Captured};
 
 const ADMIN_EMAIL: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "admin-pass-SECRET";
 const CLIENT_ID: &str = "affine-client-id";
 const CLIENT_SECRET: &str = "apply-client-secret-SECRET-41";
 const MASK: &str = "********";
-
-/// An issuer on a loopback port nobody listens on: the stand-in's discovery attempt after
-/// a write fails at once, with no DNS involved.
-fn issuer() -> &'static str {
-    static ISSUER: OnceLock<String> = OnceLock::new();
-    ISSUER.get_or_init(|| format!("http://127.0.0.1:{}/application/o/affine/", closed_port()))
-}
 
 /// Runs `apply ARGS` with `env`, then checks that no secret (those in `env`, the known
 /// ones, and every session id the stand-in saw) is in stdout or stderr.
@@ -44,7 +36,7 @@ fn api_args(affine: &AffineStandin) -> Vec<String> {
         "--admin-email".into(),
         ADMIN_EMAIL.into(),
         "--issuer".into(),
-        issuer().into(),
+        unreachable_issuer().into(),
         "--client-id".into(),
         CLIENT_ID.into(),
         "--timeout".into(),
@@ -64,7 +56,7 @@ fn standin() -> AffineStandin {
 }
 
 fn wanted() -> Value {
-    json!({"args": {}, "issuer": issuer(), "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET})
+    json!({"args": {}, "issuer": unreachable_issuer(), "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET})
 }
 
 #[test]
@@ -194,7 +186,7 @@ fn apply_diff_shows_the_change_with_the_secret_masked() {
         run.stdout
     );
     assert!(
-        lines.contains(&format!("  issuer: \"{}\"", issuer()).as_str()),
+        lines.contains(&format!("  issuer: \"{}\"", unreachable_issuer()).as_str()),
         "{}",
         run.stdout
     );
@@ -255,7 +247,7 @@ fn apply_to_a_config_file_warns_about_the_restart_on_stderr() {
         "--config-file",
         path_str,
         "--issuer",
-        issuer(),
+        unreachable_issuer(),
         "--client-id",
         CLIENT_ID,
         "--arg",
@@ -283,7 +275,7 @@ fn a_value_affine_rejects_fails_without_quoting_the_secret() {
     // quotes the whole value, clientSecret included. An upper-case scheme is a valid URL
     // for us and invalid for AFFiNE: the error must reach stderr with the secret masked.
     let affine = AffineStandin::start(AffineOptions::new("0.25.0"));
-    let upper = issuer().replace("http://", "HTTP://");
+    let upper = unreachable_issuer().replace("http://", "HTTP://");
     let mut args = api_args(&affine);
     let at = args.iter().position(|a| a == "--issuer").unwrap() + 1;
     args[at] = upper;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// The binary under test, built by Cargo for the integration tests.
 ///
@@ -69,6 +70,14 @@ pub fn command(args: &[&str]) -> Command {
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+/// An OIDC issuer on a loopback port nobody listens on (one per test binary): AFFiNE's
+/// discovery attempt after a write is refused at once, with no DNS involved. Trailing
+/// slash, as authentik writes it.
+pub fn unreachable_issuer() -> &'static str {
+    static ISSUER: OnceLock<String> = OnceLock::new();
+    ISSUER.get_or_init(|| format!("http://127.0.0.1:{}/application/o/affine/", closed_port()))
 }
 
 /// The output of one command, as text.
