@@ -40,8 +40,8 @@ pub const CLEARED_ENV: [&str; 14] = [
 /// later version of the tool reads, say).
 pub const CLEARED_PREFIXES: [&str; 2] = ["AFFINE_", "AUTHENTIK_"];
 
-/// Removes [`CLEARED_ENV`] and every outer variable starting with one of `prefixes` and of
-/// [`CLEARED_PREFIXES`] from `cmd`'s environment. Variables set on `cmd` afterwards stay.
+/// Removes from `cmd`'s environment [`CLEARED_ENV`] and every outer variable that starts
+/// with one of [`CLEARED_PREFIXES`] or of `prefixes`. Variables set on `cmd` afterwards stay.
 pub fn clear_env<'c>(cmd: &'c mut Command, prefixes: &[&str]) -> &'c mut Command {
     for name in CLEARED_ENV {
         cmd.env_remove(name);
