@@ -292,3 +292,32 @@ fn a_value_affine_rejects_fails_without_quoting_the_secret() {
     }
     assert_eq!(affine.write_count(), 0);
 }
+
+#[test]
+fn an_explicit_issuer_wins_over_authentik_url_from_the_environment() {
+    // AUTHENTIK_URL exported for the other commands must not clash with --issuer here.
+    let affine = standin();
+    let args = api_args(&affine);
+    let mut env = SECRETS_ENV.to_vec();
+    env.push(("AUTHENTIK_URL", "https://auth.example.com"));
+    let run = apply(&refs(&args), &env, Some(&affine));
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert_eq!(affine.stored_oidc(), Some(wanted()));
+}
+
+#[test]
+fn authentik_url_from_the_environment_gives_the_issuer() {
+    let affine = standin();
+    let args: Vec<String> = api_args(&affine)
+        .into_iter()
+        .filter(|a| a != "--issuer" && a != unreachable_issuer())
+        .collect();
+    let mut env = SECRETS_ENV.to_vec();
+    env.push(("AUTHENTIK_URL", "https://auth.example.com/"));
+    let run = apply(&refs(&args), &env, Some(&affine));
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        affine.stored_oidc().unwrap()["issuer"],
+        json!("https://auth.example.com/application/o/affine/")
+    );
+}
