@@ -38,12 +38,7 @@ pub fn run() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.len() == 2 {
         if let Some(name) = argv[0].to_str().and_then(ansible::module_name_for_binary) {
-            let code = ansible::protocol::run(std::path::Path::new(&argv[1]), Some(name));
-            return if code == 0 {
-                ExitCode::Success
-            } else {
-                ExitCode::Failure
-            };
+            return ansible::protocol::run(std::path::Path::new(&argv[1]), Some(name));
         }
     }
     run_cli()
@@ -78,13 +73,7 @@ pub fn run_cli() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::InstallModules { dir } => commands::install_modules::run(dir),
-        Command::Module { args_file } => {
-            return if ansible::protocol::run(args_file, None) == 0 {
-                ExitCode::Success
-            } else {
-                ExitCode::Failure
-            };
-        }
+        Command::Module { args_file } => return ansible::protocol::run(args_file, None),
     };
     match result {
         Ok(()) => ExitCode::Success,

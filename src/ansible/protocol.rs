@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::ansible::params::{self, Params, Spec};
 use crate::ansible::MODULES;
 use crate::error::Result;
+use crate::exit_codes::ExitCode;
 use crate::secret::Redactor;
 
 /// One module: its parameter spec and the function that does the work. The function
@@ -24,8 +25,8 @@ pub struct Module {
 }
 
 /// Runs the module named by the args file's `_ansible_module_name`, else `fallback_name`
-/// (the binary's own name). Returns the process exit code.
-pub fn run(args_path: &Path, fallback_name: Option<&str>) -> i32 {
+/// (the binary's own name).
+pub fn run(args_path: &Path, fallback_name: Option<&str>) -> ExitCode {
     let mut redactor = Redactor::new();
     let result = run_guarded(args_path, fallback_name, &mut redactor);
     emit(result, &redactor)
@@ -102,7 +103,7 @@ pub fn failure(msg: String) -> Map<String, Value> {
     m
 }
 
-fn emit(result: Map<String, Value>, redactor: &Redactor) -> i32 {
+fn emit(result: Map<String, Value>, redactor: &Redactor) -> ExitCode {
     let failed = result
         .get("failed")
         .and_then(Value::as_bool)
@@ -114,5 +115,10 @@ fn emit(result: Map<String, Value>, redactor: &Redactor) -> i32 {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
     let _ = out.flush();
-    i32::from(failed)
+    // Ansible reads the JSON, not the exit code; 1 for a failure keeps shell use honest.
+    if failed {
+        ExitCode::Failure
+    } else {
+        ExitCode::Success
+    }
 }
