@@ -277,13 +277,3 @@ pub struct HttpArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
 }
-
-impl HttpArgs {
-    pub fn options(&self) -> crate::http::HttpOptions {
-        crate::http::HttpOptions {
-            validate_certs: !self.insecure,
-            ca_path: self.ca_path.clone(),
-            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
-        }
-    }
-}

@@ -2,6 +2,16 @@
 //! writes data to stdout and diagnostics to stderr.
 
 pub mod apply;
+use std::time::Duration;
+
+use crate::cli::{HttpArgs, OidcClientArgs};
+use crate::error::Result;
+use crate::http::HttpOptions;
+use crate::names::NameStyle;
+use crate::oidc_client::{resolve_client_id, resolve_issuer};
+use crate::slug::Slug;
+use crate::web_url::BaseUrl;
+
 pub mod blueprint;
 pub mod install_modules;
 pub mod oidc_config;
@@ -10,4 +20,41 @@ pub mod verify;
 /// Diagnostics go to stderr, one line each, so stdout stays clean data.
 pub fn warn(message: &str) {
     eprintln!("warning: {message}");
+}
+
+/// The slug, issuer and client id the shared `--issuer/--authentik-url/--slug/--client-id`
+/// flags mean; the client id is derived from `affine_url` when not given.
+pub struct ResolvedOidcClient {
+    pub slug: Slug,
+    pub issuer: String,
+    pub client_id: String,
+}
+
+pub fn resolve_oidc_client(
+    args: &OidcClientArgs,
+    affine_url: Option<&BaseUrl>,
+) -> Result<ResolvedOidcClient> {
+    let slug = Slug::parse("--slug", &args.slug)?;
+    let issuer = resolve_issuer(
+        args.issuer.as_deref(),
+        args.authentik_url.as_deref(),
+        &slug,
+        NameStyle::Cli,
+    )?;
+    let client_id =
+        resolve_client_id(args.client_id.as_deref(), affine_url, &slug, NameStyle::Cli)?;
+    Ok(ResolvedOidcClient {
+        slug,
+        issuer,
+        client_id,
+    })
+}
+
+/// `--insecure`, `--ca-path`, `--timeout` as the modules' `validate_certs`, `ca_path`, `timeout`.
+pub fn http_options(args: &HttpArgs) -> HttpOptions {
+    HttpOptions {
+        validate_certs: !args.insecure,
+        ca_path: args.ca_path.clone(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    }
 }

@@ -2,11 +2,9 @@ use crate::affine::oidc_value::OidcValue;
 use crate::blueprint::options::DEFAULT_SECRET_ENV;
 use crate::cli::OidcConfigArgs;
 use crate::commands::warn;
+use crate::commands::{resolve_oidc_client, ResolvedOidcClient};
 use crate::error::{Error, Result};
-use crate::names::NameStyle;
-use crate::oidc_client::{resolve_client_id, resolve_issuer};
 use crate::secret::Secret;
-use crate::slug::Slug;
 use crate::web_url::BaseUrl;
 
 /// Stands in for the secret when AFFINE_OIDC_CLIENT_SECRET is unset: obvious to a reader,
@@ -14,24 +12,14 @@ use crate::web_url::BaseUrl;
 pub const SECRET_PLACEHOLDER: &str = "REPLACE-WITH-THE-CLIENT-SECRET-FROM-AUTHENTIK";
 
 pub fn run(args: &OidcConfigArgs) -> Result<()> {
-    let slug = Slug::parse("--slug", &args.oidc.slug)?;
-    let issuer = resolve_issuer(
-        args.oidc.issuer.as_deref(),
-        args.oidc.authentik_url.as_deref(),
-        &slug,
-        NameStyle::Cli,
-    )?;
     let affine_url = args
         .affine_url
         .as_deref()
         .map(|u| BaseUrl::parse("--affine-url", u))
         .transpose()?;
-    let client_id = resolve_client_id(
-        args.oidc.client_id.as_deref(),
-        affine_url.as_ref(),
-        &slug,
-        NameStyle::Cli,
-    )?;
+    let ResolvedOidcClient {
+        issuer, client_id, ..
+    } = resolve_oidc_client(&args.oidc, affine_url.as_ref())?;
     let client_secret = match std::env::var(DEFAULT_SECRET_ENV) {
         Ok(s) if !s.is_empty() => Secret::new(s),
         _ => {

@@ -1,34 +1,24 @@
 use crate::cli::VerifyArgs;
+use crate::commands::{http_options, resolve_oidc_client, ResolvedOidcClient};
 use crate::error::{Error, Result};
-use crate::names::NameStyle;
-use crate::oidc_client::{resolve_client_id, resolve_issuer};
 use crate::secret::{Redactor, Secret};
-use crate::slug::Slug;
 use crate::verify::{self, Check, Status, VerifyInput};
 use crate::web_url::BaseUrl;
 
 /// Runs the checks and prints them. `Ok(true)` when every check passed.
 pub fn run(args: &VerifyArgs) -> Result<bool> {
     let affine_url = BaseUrl::parse("--affine-url", &args.affine_url)?;
-    let slug = Slug::parse("--slug", &args.oidc.slug)?;
+    let ResolvedOidcClient {
+        slug,
+        issuer,
+        client_id,
+    } = resolve_oidc_client(&args.oidc, Some(&affine_url))?;
     let authentik_url = args
         .oidc
         .authentik_url
         .as_deref()
         .map(|u| BaseUrl::parse("--authentik-url", u))
         .transpose()?;
-    let issuer = resolve_issuer(
-        args.oidc.issuer.as_deref(),
-        args.oidc.authentik_url.as_deref(),
-        &slug,
-        NameStyle::Cli,
-    )?;
-    let client_id = resolve_client_id(
-        args.oidc.client_id.as_deref(),
-        Some(&affine_url),
-        &slug,
-        NameStyle::Cli,
-    )?;
     let token = match &args.authentik_token_file {
         Some(path) => Some(Secret::new(
             std::fs::read_to_string(path)
@@ -63,7 +53,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         issuer,
         client_id,
         authentik,
-        http: args.http.options(),
+        http: http_options(&args.http),
     };
     let checks = verify::run(&input)?;
     let ok = verify::all_passed(&checks);
