@@ -55,6 +55,9 @@ pub struct Outcome {
     pub server_version: Option<String>,
     pub oidc_registered: Option<bool>,
     pub backup_file: Option<PathBuf>,
+    /// Set when the task fails after its write (OIDC not registered in time): the result
+    /// must still say `changed` if the write happened.
+    pub failure: Option<String>,
 }
 
 pub fn reconcile(request: &Request, redactor: &mut Redactor) -> Result<Outcome> {
@@ -102,8 +105,16 @@ fn reconcile_api(
         Desired::Absent => OidcValue::empty(),
     };
     let changed_fields = before.differences(&wanted);
+    let unregistered_after_single_try = matches!(desired, Desired::Present(_))
+        && changed_fields.is_empty()
+        && state.version.registers_after_single_discovery()
+        && !state.oidc_registered();
+    // AFFiNE 0.22-0.26 try discovery once per change: when that try failed (authentik not
+    // ready yet, say), only saving the value again makes AFFiNE try again. Do that when the
+    // task waits for registration, i.e. when registration is part of what was asked.
+    let resave = unregistered_after_single_try && wait.is_some();
     let mut outcome = Outcome {
-        changed: !changed_fields.is_empty(),
+        changed: !changed_fields.is_empty() || resave,
         before: Some(before),
         after: Some(wanted.clone()),
         changed_fields,
@@ -111,6 +122,12 @@ fn reconcile_api(
         oidc_registered: Some(state.oidc_registered()),
         ..Outcome::default()
     };
+    if unregistered_after_single_try && !resave {
+        outcome.warnings.push(format!(
+            "AFFiNE {} has not registered OIDC: its one discovery attempt for this value failed, and it retries only when the value is saved again; run with wait (--wait) to save it again and wait, or restart AFFiNE",
+            state.version
+        ));
+    }
     if outcome.changed {
         if check_mode {
             if let Some(reason) = client.validate_oidc(state.version, &wanted)? {
@@ -123,13 +140,28 @@ fn reconcile_api(
             client.write_oidc(&wanted)?;
         }
     }
-    outcome.msg = summary(&outcome, check_mode, "AFFiNE's OIDC provider");
+    outcome.msg = if resave {
+        let verb = if check_mode { "would save" } else { "saved" };
+        format!(
+            "AFFiNE {} had not registered OIDC (its one discovery attempt for this value failed); {verb} the same value again so that it retries",
+            state.version
+        )
+    } else {
+        summary(&outcome, check_mode, "AFFiNE's OIDC provider")
+    };
 
     if let (Some(limit), Desired::Present(_), false) = (wait, desired, check_mode) {
         if outcome.changed || !state.oidc_registered() {
-            wait_for_registration(&client, limit, state.version)?;
+            match wait_for_registration(&client, limit, state.version) {
+                Ok(()) => outcome.oidc_registered = Some(true),
+                Err(e) => {
+                    outcome.oidc_registered = Some(false);
+                    outcome.failure = Some(e.to_string());
+                }
+            }
+        } else {
+            outcome.oidc_registered = Some(true);
         }
-        outcome.oidc_registered = Some(true);
     }
     Ok(outcome)
 }

@@ -33,32 +33,35 @@ impl BaseUrl {
                 "{what} is empty; give a URL such as https://affine.example.com"
             )));
         }
+        // Every message below quotes the input: without a user:password part, never with.
+        let shown = without_userinfo(trimmed);
         let url = Url::parse(trimmed).map_err(|e| {
-            UrlError(format!("{what} {trimmed:?} is not a URL ({e}); give one such as https://affine.example.com"))
+            UrlError(format!(
+                "{what} {shown:?} is not a URL ({e}); give one such as https://affine.example.com"
+            ))
         })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UrlError(format!(
+                "{what} must not carry a user name or password; credentials go in their own options"
+            )));
+        }
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(UrlError(format!(
-                "{what} {trimmed:?} must start with http:// or https://, not {}://",
+                "{what} {shown:?} must start with http:// or https://, not {}:",
                 url.scheme()
             )));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(UrlError(format!("{what} {trimmed:?} has no host")));
+            return Err(UrlError(format!("{what} {shown:?} has no host")));
         }
         if url.query().is_some() {
             return Err(UrlError(format!(
-                "{what} {trimmed:?} must not have a query (?...)"
+                "{what} {shown:?} must not have a query (?...)"
             )));
         }
         if url.fragment().is_some() {
             return Err(UrlError(format!(
-                "{what} {trimmed:?} must not have a fragment (#...)"
-            )));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            // Do not echo the input: it holds a credential.
-            return Err(UrlError(format!(
-                "{what} must not carry a user name or password; credentials go in their own options"
+                "{what} {shown:?} must not have a fragment (#...)"
             )));
         }
         let mut normalized = url.as_str().to_string();
@@ -101,6 +104,19 @@ impl BaseUrl {
 impl fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.normalized)
+    }
+}
+
+/// `scheme://user:pw@host/...` → `scheme://***@host/...`, for quoting an input that may
+/// not even parse (a bad port, say) without repeating a credential in it.
+fn without_userinfo(input: &str) -> String {
+    let Some((scheme, rest)) = input.split_once("://") else {
+        return input.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => input.to_string(),
     }
 }
 
@@ -159,9 +175,17 @@ mod tests {
     }
 
     #[test]
-    fn credential_urls_are_not_echoed() {
-        let e = BaseUrl::parse("--affine-url", "https://u:topsecret@h.example").unwrap_err();
-        assert!(!e.0.contains("topsecret"));
+    fn credential_urls_are_not_echoed_whatever_else_is_wrong() {
+        for bad in [
+            "https://u:topsecret@h.example",
+            "https://admin:topsecret@affine.example.com/?x=1",
+            "https://admin:topsecret@affine.example.com/#f",
+            "ftp://admin:topsecret@affine.example.com",
+            "https://admin:topsecret@affine.example.com:99999/",
+        ] {
+            let e = BaseUrl::parse("--affine-url", bad).unwrap_err();
+            assert!(!e.0.contains("topsecret"), "{bad}: {}", e.0);
+        }
     }
 
     #[test]

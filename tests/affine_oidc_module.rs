@@ -835,7 +835,11 @@ fn wait_fails_after_wait_timeout_when_affine_cannot_reach_the_issuer() {
     let affine = standin("0.25.0");
     let params = with(present(&affine), json!({"wait": true, "wait_timeout": 1}));
     let run = task(params).run_against(&affine);
-    run.assert_failed_with(&["within 1s", "discovery", "rewrite the setting or restart"]);
+    run.assert_failed_after_a_change_with(&[
+        "within 1s",
+        "discovery",
+        "rewrite the setting or restart",
+    ]);
     assert!(
         run.elapsed >= Duration::from_secs(1) && run.elapsed < Duration::from_secs(5),
         "{:?}",
@@ -853,8 +857,78 @@ fn wait_on_0_27_with_the_ssrf_guard_hints_at_private_addresses() {
     );
     task(params)
         .run_against(&affine)
-        .assert_failed_with(&["private"]);
+        .assert_failed_after_a_change_with(&["private"]);
     assert!(!affine.oidc_registered());
+}
+
+#[test]
+fn a_wait_that_times_out_after_a_write_still_reports_the_change() {
+    let affine = standin("0.25.0");
+    let params = with(present(&affine), json!({"wait": true, "wait_timeout": 1}));
+    let run = task(params).run_against(&affine);
+    run.assert_failed_after_a_change_with(&["within 1s"]);
+    assert_eq!(affine.write_count(), 1);
+}
+
+#[test]
+fn wait_saves_again_when_0_22_to_0_26_gave_up_after_one_discovery() {
+    // The quick-start order: AFFiNE is set before authentik has the application, so its one
+    // discovery attempt fails; once authentik has it, a run with wait must make AFFiNE retry.
+    let authentik = AuthentikStandin::start(AuthentikOptions::new("2025.10.1"));
+    let idp = format!("{}/application/o/affine/", authentik.url());
+    let affine = standin("0.25.0");
+    let params = with(
+        present(&affine),
+        json!({"issuer": idp, "wait": true, "wait_timeout": 1}),
+    );
+    task(params.clone())
+        .run_against(&affine)
+        .assert_failed_after_a_change_with(&["within 1s"]);
+    assert!(!affine.oidc_registered());
+
+    authentik.add_provider("affine", ProviderState::new("affine"));
+    let run = task(params.clone()).run_against(&affine);
+    run.assert_ok();
+    assert!(run.changed(), "{}", run.out.stdout);
+    assert!(
+        run.msg().contains("saved the same value again"),
+        "{}",
+        run.msg()
+    );
+    assert_eq!(affine.write_count(), 2);
+    assert!(affine.oidc_registered());
+
+    // Registered now: the next run is a plain ok, no write.
+    let again = task(params).run_against(&affine);
+    again.assert_ok();
+    assert!(!again.changed(), "{}", again.out.stdout);
+    assert_eq!(affine.write_count(), 2);
+}
+
+#[test]
+fn without_wait_an_unregistered_0_25_is_not_rewritten_but_warned_about() {
+    let affine = standin("0.25.0");
+    task(present(&affine)).run_against(&affine).assert_ok();
+    let run = task(present(&affine)).run_against(&affine);
+    run.assert_ok();
+    assert!(!run.changed());
+    assert_eq!(affine.write_count(), 1);
+    let warnings = run.warnings().join(" ");
+    assert!(warnings.contains("has not registered OIDC"), "{warnings}");
+}
+
+#[test]
+fn a_numeric_client_secret_is_masked_when_affine_quotes_it() {
+    // YAML `client_secret: 12345678` arrives as a number; AFFiNE 0.25 rejects scope = 5 and
+    // quotes the whole value, secret included, in its message.
+    let affine = standin("0.25.0");
+    let params = with(
+        present(&affine),
+        json!({"client_secret": 81234567, "args": {"scope": 5}}),
+    );
+    let run = task(params).secret("81234567").run_against(&affine);
+    run.assert_failed_with(&["rejected"]);
+    assert!(!run.out.stdout.contains("81234567"), "{}", run.out.stdout);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -156,6 +156,32 @@ fn dest_mode_is_honoured_and_a_mode_change_alone_is_a_change() {
 }
 
 #[test]
+fn a_yaml_octal_mode_is_taken_as_the_number_it_is() {
+    // `mode: 0640` in YAML arrives as the integer 416 = 0o640, as for Ansible's file modules;
+    // reading it as the octal string "416" would give r----xrw-.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let task = with(file_task(&dest), json!({"mode": 0o640}));
+    assert!(run(call(task.clone()), None).assert_ok().changed());
+    assert_eq!(mode_of(&dest), 0o640);
+    assert!(!run(call(task), None).assert_ok().changed());
+}
+
+#[test]
+fn without_mode_an_existing_files_mode_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    assert!(run(call(file_task(&dest)), None).assert_ok().changed());
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(!run(call(file_task(&dest)), None).assert_ok().changed());
+    assert_eq!(mode_of(&dest), 0o640);
+    // A content change keeps it too.
+    let grouped = with(file_task(&dest), json!({"group": "staff"}));
+    assert!(run(call(grouped), None).assert_ok().changed());
+    assert_eq!(mode_of(&dest), 0o640);
+}
+
+#[test]
 fn dest_check_mode_reports_the_change_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("affine.yaml");

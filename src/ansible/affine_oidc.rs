@@ -57,7 +57,6 @@ pub static SPEC: Spec = Spec {
         &["config_file", "session_token"],
         &["config_file", "admin_password"],
     ],
-    required_together: &[],
 };
 
 pub fn run(params: &Params, redactor: &mut Redactor) -> Result<Map<String, Value>> {
@@ -240,6 +239,11 @@ fn result(outcome: &Outcome, request: &Request, want_diff: bool) -> Map<String, 
     }
     if let Some(b) = &outcome.backup_file {
         r.insert("backup_file".into(), Value::String(b.display().to_string()));
+    }
+    if let Some(failure) = &outcome.failure {
+        // The write (if any) stands: `changed` says so, `failed` says the wait did not end well.
+        r.insert("failed".into(), Value::Bool(true));
+        r.insert("msg".into(), Value::String(failure.clone()));
     }
     if !outcome.warnings.is_empty() {
         r.insert("warnings".into(), json!(outcome.warnings));

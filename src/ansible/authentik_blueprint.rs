@@ -46,7 +46,7 @@ pub static SPEC: Spec = Spec {
             .default("\"present\"")
             .choices(&["present", "absent"]),
         Param::new("dest", Kind::Path),
-        Param::new("mode", Kind::Str),
+        Param::new("mode", Kind::Raw),
         Param::new("backup", Kind::Bool).default("false"),
         Param::new("authentik_url", Kind::Str).env("AUTHENTIK_URL"),
         Param::new("authentik_token", Kind::Str)
@@ -61,7 +61,6 @@ pub static SPEC: Spec = Spec {
         &["client_secret_env", "client_secret_file", "client_secret"],
         &["dest", "authentik_url"],
     ],
-    required_together: &[],
 };
 
 pub fn run(params: &Params, redactor: &mut Redactor) -> Result<Map<String, Value>> {
@@ -144,17 +143,26 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn parse_mode(params: &Params, inline_secret: bool) -> Result<u32> {
-    match params.str("mode") {
-        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| {
-                Error::usage(format!("mode {m:?} is not an octal file mode such as 0644"))
-            }),
-        None if inline_secret => Ok(0o600),
-        None => Ok(0o644),
+/// The file mode: `mode` as Ansible's file modules read it (a number is taken as is, so
+/// YAML's `0640` = 416 = 0o640; a string is octal, `"0640"` or `"640"`), else the existing
+/// file's mode, else 0600 for a file holding a literal secret and 0644 otherwise.
+fn file_mode(params: &Params, existing_mode: Option<u32>, inline_secret: bool) -> Result<u32> {
+    let bad =
+        |shown: String| Error::usage(format!("mode {shown} is not a file mode such as \"0644\""));
+    let mode = match params.get("mode") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|m| u32::try_from(m).ok())
+            .ok_or_else(|| bad(n.to_string()))?,
+        Some(Value::String(s)) => u32::from_str_radix(s.trim().trim_start_matches("0o"), 8)
+            .map_err(|_| bad(format!("{s:?}")))?,
+        Some(other) => return Err(bad(other.to_string())),
+        None => return Ok(existing_mode.unwrap_or(if inline_secret { 0o600 } else { 0o644 })),
+    };
+    if mode > 0o7777 {
+        return Err(bad(format!("{mode:o} (octal)")));
     }
+    Ok(mode)
 }
 
 fn base_result(changed: bool, msg: String, warnings: Vec<String>) -> Map<String, Value> {
@@ -223,15 +231,16 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
 
     let rendered = render(params, params.str("authentik_version"))?;
     let inline = matches!(rendered.spec.client_secret, SecretSource::Inline(_));
-    let mode = parse_mode(params, inline)?;
-    let new_hash = sha256_hex(rendered.yaml.as_bytes());
-    let content_changed = existing.as_deref().map(sha256_hex).as_deref() != Some(new_hash.as_str());
-    let mode_changed = existing.is_some() && {
+    let existing_mode = existing.as_ref().and_then(|_| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(dest)
-            .map(|m| m.permissions().mode() & 0o7777 != mode)
-            .unwrap_or(false)
-    };
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    });
+    let mode = file_mode(params, existing_mode, inline)?;
+    let new_hash = sha256_hex(rendered.yaml.as_bytes());
+    let content_changed = existing.as_deref().map(sha256_hex).as_deref() != Some(new_hash.as_str());
+    let mode_changed = existing_mode.is_some_and(|m| m != mode);
     let changed = content_changed || mode_changed;
     let mut backup_file = None;
     if changed && !check {

@@ -21,6 +21,9 @@ pub enum Kind {
     List,
     /// A string; a leading `~/` is expanded like Ansible's `type: path`.
     Path,
+    /// Taken as given (Ansible's `type: raw`), for a file `mode`: YAML reads `0640` as
+    /// the integer 416, which must stay a number, not become the octal string "416".
+    Raw,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,8 +72,6 @@ pub struct Spec {
     pub params: &'static [Param],
     /// At most one of each group may be given (explicitly, not by environment).
     pub mutually_exclusive: &'static [&'static [&'static str]],
-    /// All or none of each group.
-    pub required_together: &'static [&'static [&'static str]],
 }
 
 /// Ansible's own switches from the `_ansible_*` keys.
@@ -78,8 +79,6 @@ pub struct Spec {
 pub struct Internal {
     pub check_mode: bool,
     pub diff: bool,
-    pub verbosity: u64,
-    pub module_name: Option<String>,
 }
 
 /// Checked parameters: each key of the spec, coerced, or absent when unset.
@@ -140,16 +139,18 @@ pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params
         match key.as_str() {
             "_ansible_check_mode" => internal.check_mode = to_bool(value).unwrap_or(false),
             "_ansible_diff" => internal.diff = to_bool(value).unwrap_or(false),
-            "_ansible_verbosity" => internal.verbosity = value.as_u64().unwrap_or(0),
-            "_ansible_module_name" => internal.module_name = value.as_str().map(str::to_string),
             k if k.starts_with("_ansible_") => {}
             k if spec.params.iter().any(|p| p.name == k) => {}
             k => unknown.push(k.to_string()),
         }
     }
     for p in spec.params.iter().filter(|p| p.no_log) {
-        if let Some(s) = raw.get(p.name).and_then(Value::as_str) {
-            add_secret(redactor, s);
+        // Whatever its type: a YAML `client_secret: 12345678` arrives as a number and is
+        // sent as the string "12345678", which a server may quote back.
+        match raw.get(p.name) {
+            Some(Value::String(s)) => add_secret(redactor, s),
+            Some(Value::Null) | None => {}
+            Some(other) => add_secret(redactor, &other.to_string()),
         }
         if let Some(s) = p.env.and_then(|e| std::env::var(e).ok()) {
             add_secret(redactor, &s);
@@ -212,19 +213,6 @@ pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params
             return Err(Error::usage(format!(
                 "parameters are mutually exclusive: {}",
                 present.join("|")
-            )));
-        }
-    }
-    for group in spec.required_together {
-        let set: Vec<&str> = group
-            .iter()
-            .copied()
-            .filter(|n| values.get(*n).is_some_and(|v| !v.is_null()))
-            .collect();
-        if !set.is_empty() && set.len() != group.len() {
-            return Err(Error::usage(format!(
-                "parameters are required together: {}",
-                group.join(", ")
             )));
         }
     }
@@ -323,6 +311,7 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
                 Value::String(s)
             }
         }
+        Kind::Raw => v.clone(),
         Kind::Bool => Value::Bool(to_bool(v).ok_or_else(|| type_error(p, v, "bool"))?),
         Kind::Int => match v {
             Value::Number(n) if n.is_i64() => v.clone(),
@@ -423,7 +412,6 @@ mod tests {
                 .choices(&["present", "absent"]),
         ],
         mutually_exclusive: &[&["password", "token"]],
-        required_together: &[],
     };
 
     #[test]

@@ -104,7 +104,10 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
         let (before, after) = report_pair(&outcome);
         print_diff(&before, &after);
     }
-    Ok(())
+    match outcome.failure {
+        Some(failure) => Err(Error::Failed(failure)),
+        None => Ok(()),
+    }
 }
 
 /// A line diff of two flat JSON objects: `-` lines before, `+` lines after.

@@ -85,9 +85,20 @@ impl ModuleRun {
     }
     /// Failed (and unchanged) with a message holding every one of `words`, case-insensitively.
     #[track_caller]
+    /// Failed, changed nothing, and `msg` holds every word (case-insensitive).
     pub fn assert_failed_with(&self, words: &[&str]) -> &Self {
-        assert!(self.failed(), "expected a failure: {}", self.out.stdout);
         assert_eq!(self.json["changed"], json!(false), "{}", self.out.stdout);
+        self.assert_failed_saying(words)
+    }
+
+    /// Failed after a write (e.g. a wait that timed out): `changed` stays true.
+    pub fn assert_failed_after_a_change_with(&self, words: &[&str]) -> &Self {
+        assert_eq!(self.json["changed"], json!(true), "{}", self.out.stdout);
+        self.assert_failed_saying(words)
+    }
+
+    fn assert_failed_saying(&self, words: &[&str]) -> &Self {
+        assert!(self.failed(), "expected a failure: {}", self.out.stdout);
         let msg = self.msg().to_lowercase();
         for w in words {
             assert!(
