@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::authentik_version::DEFAULT_VERSION;
 use crate::blueprint::options::{
-    DEFAULT_AUTHORIZATION_FLOW, DEFAULT_INVALIDATION_FLOW, DEFAULT_NAME, DEFAULT_PROVIDER_NAME,
-    DEFAULT_SIGNING_KEY, DEFAULT_SLUG,
+    DEFAULT_AUTHORIZATION_FLOW, DEFAULT_INVALIDATION_FLOW, DEFAULT_NAME, DEFAULT_SIGNING_KEY,
+    DEFAULT_SLUG,
 };
 
 #[derive(Debug, Parser)]
@@ -101,9 +101,10 @@ pub struct BlueprintArgs {
     #[arg(long, default_value = DEFAULT_NAME)]
     pub name: String,
 
-    /// Name of the OAuth2 provider (its identifier in the blueprint).
-    #[arg(long, default_value = DEFAULT_PROVIDER_NAME)]
-    pub provider_name: String,
+    /// Name of the OAuth2 provider, its identifier in the blueprint
+    /// [default: "Provider for AFFiNE", or "Provider for AFFiNE (<slug>)" for another slug].
+    #[arg(long, value_name = "NAME")]
+    pub provider_name: Option<String>,
 
     /// Launch URL in authentik's library [default: the AFFiNE URL].
     #[arg(long, value_name = "URL")]

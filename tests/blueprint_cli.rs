@@ -359,6 +359,18 @@ fn grant_types_are_authorization_code_and_refresh_token_from_2026_5_and_absent_b
 }
 
 #[test]
+fn another_slug_gets_its_own_provider_name_so_instances_do_not_share_a_provider() {
+    let doc = blueprint_for("2026.8", &["--slug", "team"]);
+    let list = entries(&doc);
+    assert_eq!(
+        list[0]["identifiers"]["name"].as_str(),
+        Some("Provider for AFFiNE (team)")
+    );
+    let doc = blueprint_for("2026.8", &["--slug", "team", "--provider-name", "Mine"]);
+    assert_eq!(entries(&doc)[0]["identifiers"]["name"].as_str(), Some("Mine"));
+}
+
+#[test]
 fn the_provider_comes_first_with_an_id_and_the_application_points_back_with_keyof() {
     for (version, ..) in TARGETS {
         let doc = blueprint_for(version, &[]);

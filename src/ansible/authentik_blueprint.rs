@@ -27,7 +27,7 @@ pub static SPEC: Spec = Spec {
         Param::new("affine_url", Kind::Str).env("AFFINE_URL"),
         Param::new("slug", Kind::Str).default("\"affine\""),
         Param::new("name", Kind::Str).default("\"AFFiNE\""),
-        Param::new("provider_name", Kind::Str).default("\"Provider for AFFiNE\""),
+        Param::new("provider_name", Kind::Str),
         Param::new("launch_url", Kind::Str),
         Param::new("client_id", Kind::Str),
         Param::new("client_secret_env", Kind::Str),
@@ -86,7 +86,7 @@ fn options(params: &Params, version: Option<String>) -> Result<BlueprintOptions>
     };
     text("slug", &mut o.slug);
     text("name", &mut o.name);
-    text("provider_name", &mut o.provider_name);
+    o.provider_name = params.str("provider_name");
     text("authorization_flow", &mut o.authorization_flow);
     text("invalidation_flow", &mut o.invalidation_flow);
     text("signing_key", &mut o.signing_key);

@@ -9,6 +9,18 @@ use crate::secret::Secret;
 pub const DEFAULT_SLUG: &str = "affine";
 pub const DEFAULT_NAME: &str = "AFFiNE";
 pub const DEFAULT_PROVIDER_NAME: &str = "Provider for AFFiNE";
+
+/// The provider's name is its identifier in the blueprint: two AFFiNE instances (two slugs)
+/// on one authentik must not share it, or the second blueprint would take over the first
+/// one's provider. `Provider for AFFiNE` for the default slug, `Provider for AFFiNE (<slug>)`
+/// for any other.
+pub fn default_provider_name(slug: &str) -> String {
+    if slug == DEFAULT_SLUG {
+        DEFAULT_PROVIDER_NAME.to_string()
+    } else {
+        format!("{DEFAULT_PROVIDER_NAME} ({slug})")
+    }
+}
 pub const DEFAULT_AUTHORIZATION_FLOW: &str = "default-provider-authorization-implicit-consent";
 pub const DEFAULT_INVALIDATION_FLOW: &str = "default-provider-invalidation-flow";
 pub const DEFAULT_SIGNING_KEY: &str = "authentik Self-signed Certificate";
@@ -32,7 +44,8 @@ pub struct BlueprintOptions {
     pub affine_url: String,
     pub slug: String,
     pub name: String,
-    pub provider_name: String,
+    /// `None`: [`default_provider_name`] of the slug.
+    pub provider_name: Option<String>,
     pub launch_url: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: SecretChoice,
@@ -52,7 +65,7 @@ impl BlueprintOptions {
             affine_url: affine_url.into(),
             slug: DEFAULT_SLUG.into(),
             name: DEFAULT_NAME.into(),
-            provider_name: DEFAULT_PROVIDER_NAME.into(),
+            provider_name: None,
             launch_url: None,
             client_id: None,
             client_secret: SecretChoice::Env(DEFAULT_SECRET_ENV.into()),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::authentik_version::AuthentikVersion;
-use crate::blueprint::options::{BlueprintOptions, SecretChoice};
+use crate::blueprint::options::{default_provider_name, BlueprintOptions, SecretChoice};
 use crate::client_id::derive_client_id;
 use crate::error::{Error, Result};
 use crate::names::NameStyle;
@@ -54,13 +54,17 @@ impl BlueprintSpec {
 
         let affine_url = BaseUrl::parse(&n("affine_url"), &o.affine_url)?;
         let slug = Slug::parse(&n("slug"), &o.slug)?;
+        let provider_name = o
+            .provider_name
+            .clone()
+            .unwrap_or_else(|| default_provider_name(slug.as_str()));
+        non_empty_line(&n("provider_name"), &provider_name)?;
         let launch_url = match &o.launch_url {
             Some(u) => BaseUrl::parse(&n("launch_url"), u)?,
             None => affine_url.clone(),
         };
         for (field, value) in [
             ("name", &o.name),
-            ("provider_name", &o.provider_name),
             ("authorization_flow", &o.authorization_flow),
             ("invalidation_flow", &o.invalidation_flow),
             ("signing_key", &o.signing_key),
@@ -187,7 +191,7 @@ impl BlueprintSpec {
                 affine_url,
                 slug,
                 name: o.name.clone(),
-                provider_name: o.provider_name.clone(),
+                provider_name,
                 launch_url,
                 client_id,
                 client_secret,
@@ -258,7 +262,7 @@ mod tests {
     #[test]
     fn module_style_names_inputs_in_snake_case() {
         let mut o = BlueprintOptions::new("https://affine.example.com");
-        o.provider_name = " ".into();
+        o.provider_name = Some(" ".into());
         let e = BlueprintSpec::from_options_named(&o, NameStyle::Module).unwrap_err();
         assert_eq!(e.message(), "provider_name is empty");
         let e = BlueprintSpec::from_options(&o).unwrap_err();
