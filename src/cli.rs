@@ -254,9 +254,10 @@ pub struct OidcClientArgs {
     #[arg(long, env = "AUTHENTIK_URL", value_name = "URL")]
     pub authentik_url: Option<String>,
 
-    /// authentik application slug.
-    #[arg(long, default_value = DEFAULT_SLUG)]
-    pub slug: String,
+    /// authentik application slug [default: the one in --issuer's /application/o/<slug>/,
+    /// else affine].
+    #[arg(long)]
+    pub slug: Option<String>,
 
     /// OAuth2 client id [default: derived from the AFFiNE URL and the slug, as `blueprint` does].
     #[arg(long, value_name = "ID")]

@@ -367,7 +367,10 @@ fn another_slug_gets_its_own_provider_name_so_instances_do_not_share_a_provider(
         Some("Provider for AFFiNE (team)")
     );
     let doc = blueprint_for("2026.8", &["--slug", "team", "--provider-name", "Mine"]);
-    assert_eq!(entries(&doc)[0]["identifiers"]["name"].as_str(), Some("Mine"));
+    assert_eq!(
+        entries(&doc)[0]["identifiers"]["name"].as_str(),
+        Some("Mine")
+    );
 }
 
 #[test]

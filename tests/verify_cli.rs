@@ -334,7 +334,19 @@ fn an_issuer_for_another_slug_fails_discovery() {
     let c = chain("0.25.3", None);
     let affine_url = c.affine.url();
     let wrong = format!("{}/application/o/affine-typo/", c.authentik.url());
-    let v = verify(&["--affine-url", &affine_url, "--issuer", &wrong], &[]);
+    // The application is `affine`; only the issuer's path is wrong. (Without --slug the
+    // slug would be read from the issuer, and the derived client id would differ too.)
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--issuer",
+            &wrong,
+            "--slug",
+            "affine",
+        ],
+        &[],
+    );
     v.assert_only_failed(&[(
         "discovery",
         &[
@@ -619,13 +631,58 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
         .iter()
         .all(|r| r.header("authorization").is_none()));
 
-    // A token without authentik's URL is a usage error (exit 2), not a silent skip.
+    // AUTHENTIK_TOKEN exported for other tools, without authentik's URL: the authentik
+    // checks are skipped, the others run.
     let v = verify(
         &["--affine-url", &affine_url, "--issuer", &c.issuer()],
         &[("AUTHENTIK_TOKEN", WRONG_TOKEN)],
     );
+    v.assert_exit(0);
+    assert!(
+        !v.out.stdout.contains("authentik-provider"),
+        "{}",
+        v.out.stdout
+    );
+    // A token file asks for those checks explicitly: without the URL, a usage error.
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--issuer",
+            &c.issuer(),
+            "--authentik-token-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
     v.assert_exit(2);
     assert!(v.out.stderr.contains("--authentik-url"), "{}", v.out.stderr);
+}
+
+#[test]
+fn the_slug_and_client_id_follow_an_issuer_for_another_application() {
+    // An AFFiNE set up for application `team`: --issuer alone names the slug, so the
+    // expected client id is the one derived for `team`, as the blueprint derived it.
+    let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
+    let affine = affine_standin("0.25.3", None);
+    let client_id = apply_blueprint(&authentik, &affine.url(), json!({"slug": "team"}));
+    let issuer = format!("{}/application/o/team/", authentik.url());
+    configure_affine(&affine, &issuer, &client_id);
+    let affine_url = affine.url();
+    let token = authentik.token();
+    let authentik_url = authentik.url();
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--issuer",
+            &issuer,
+            "--authentik-url",
+            &authentik_url,
+        ],
+        &[("AUTHENTIK_TOKEN", &token)],
+    );
+    v.assert_exit(0);
 }
 
 #[test]

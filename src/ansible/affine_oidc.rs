@@ -10,14 +10,12 @@ use serde_json::{json, Map, Value};
 use crate::affine::client::Credentials;
 use crate::affine::oidc_value::OidcValue;
 use crate::ansible::params::{Kind, Param, Params, Spec};
-use crate::blueprint::options::DEFAULT_SLUG;
 use crate::error::{Error, Result};
 use crate::http::HttpOptions;
 use crate::names::NameStyle;
-use crate::oidc_client::{resolve_client_id, resolve_issuer};
+use crate::oidc_client::{resolve_client_id, resolve_issuer, resolve_slug};
 use crate::oidc_setting::{reconcile, Backend, Desired, Outcome, Request};
 use crate::secret::{Redactor, MASK};
-use crate::slug::Slug;
 use crate::web_url::BaseUrl;
 
 pub const NAME: &str = "affine_oidc";
@@ -38,7 +36,7 @@ pub static SPEC: Spec = Spec {
         Param::new("backup", Kind::Bool).default("false"),
         Param::new("issuer", Kind::Str),
         Param::new("authentik_url", Kind::Str),
-        Param::new("slug", Kind::Str).default("\"affine\""),
+        Param::new("slug", Kind::Str),
         Param::new("client_id", Kind::Str),
         Param::new("client_secret", Kind::Str).no_log(),
         Param::new("args", Kind::Dict),
@@ -112,9 +110,10 @@ pub fn request_from_params(params: &Params) -> Result<Request> {
     let desired = if params.str("state").as_deref() == Some("absent") {
         Desired::Absent
     } else {
-        let slug = Slug::parse(
-            "slug",
-            &params.str("slug").unwrap_or_else(|| DEFAULT_SLUG.into()),
+        let slug = resolve_slug(
+            params.str("slug").as_deref(),
+            params.str("issuer").as_deref(),
+            NameStyle::Module,
         )?;
         let issuer = resolve_issuer(
             params.str("issuer").as_deref(),

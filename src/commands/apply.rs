@@ -44,7 +44,7 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
             .filter(|_| args.oidc.issuer.is_none())
             .map(Value::from),
     );
-    put("slug", Some(Value::from(args.oidc.slug.clone())));
+    put("slug", args.oidc.slug.clone().map(Value::from));
     put("client_id", args.oidc.client_id.clone().map(Value::from));
     put(
         "client_secret",

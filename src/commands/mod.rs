@@ -8,7 +8,7 @@ use crate::cli::{HttpArgs, OidcClientArgs};
 use crate::error::Result;
 use crate::http::HttpOptions;
 use crate::names::NameStyle;
-use crate::oidc_client::{resolve_client_id, resolve_issuer};
+use crate::oidc_client::{resolve_client_id, resolve_issuer, resolve_slug};
 use crate::slug::Slug;
 use crate::web_url::BaseUrl;
 
@@ -34,7 +34,7 @@ pub fn resolve_oidc_client(
     args: &OidcClientArgs,
     affine_url: Option<&BaseUrl>,
 ) -> Result<ResolvedOidcClient> {
-    let slug = Slug::parse("--slug", &args.slug)?;
+    let slug = resolve_slug(args.slug.as_deref(), args.issuer.as_deref(), NameStyle::Cli)?;
     let issuer = resolve_issuer(
         args.issuer.as_deref(),
         args.authentik_url.as_deref(),

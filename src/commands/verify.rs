@@ -37,9 +37,11 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
     };
     let authentik = match (token, authentik_url) {
         (Some(token), Some(url)) => Some((slug.as_str().to_string(), url, token)),
-        (Some(_), None) => {
+        // A token file is an explicit request for the authentik checks; AUTHENTIK_TOKEN
+        // exported for other tools is not, so without a URL those checks are skipped.
+        (Some(_), None) if args.authentik_token_file.is_some() => {
             return Err(Error::usage(
-                "an authentik token needs --authentik-url for the authentik checks",
+                "--authentik-token-file needs --authentik-url for the authentik checks",
             ))
         }
         _ => None,
