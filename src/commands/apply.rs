@@ -80,18 +80,10 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
     put("wait_timeout", args.wait.map(|w| json!(w)));
     put("_ansible_check_mode", Some(Value::Bool(args.check)));
 
-    let params = params::parse(&affine_oidc::SPEC, &Value::Object(raw), redactor).map_err(|e| {
-        // Module wording ("client_secret is required") → where the CLI takes it from.
-        Error::usage(e.message().replace(
-            "client_secret",
-            &format!("the client secret (env {DEFAULT_SECRET_ENV})"),
-        ))
-    })?;
+    let params = params::parse(&affine_oidc::SPEC, &Value::Object(raw), redactor)
+        .map_err(|e| Error::usage(in_cli_words(e.message())))?;
     let request = affine_oidc::request_from_params(&params).map_err(|e| match e {
-        Error::Usage(m) => Error::Usage(m.replace(
-            "client_secret",
-            &format!("the client secret (env {DEFAULT_SECRET_ENV})"),
-        )),
+        Error::Usage(m) => Error::Usage(in_cli_words(&m)),
         other => other,
     })?;
     let outcome = reconcile(&request, redactor)?;
@@ -110,6 +102,46 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
     }
 }
 
+/// The module's parameter names in a usage message, as this command's flags and
+/// environment variables: "give issuer, or authentik_url" → "give --issuer, or --authentik-url".
+fn in_cli_words(message: &str) -> String {
+    const NAMES: [(&str, &str); 13] = [
+        ("affine_url", "--affine-url"),
+        ("admin_email", "--admin-email"),
+        ("admin_password", "AFFINE_ADMIN_PASSWORD"),
+        ("session_token", "AFFINE_SESSION_TOKEN"),
+        ("client_secret", "AFFINE_OIDC_CLIENT_SECRET"),
+        ("config_file", "--config-file"),
+        ("issuer", "--issuer"),
+        ("authentik_url", "--authentik-url"),
+        ("slug", "--slug"),
+        ("client_id", "--client-id"),
+        ("ca_path", "--ca-path"),
+        ("timeout", "--timeout"),
+        ("wait_timeout", "--wait"),
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let mapped = NAMES
+            .iter()
+            .find(|(name, _)| *name == word.as_str())
+            .map(|(_, cli)| *cli);
+        out.push_str(mapped.unwrap_or(word));
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// A line diff of two flat JSON objects: `-` lines before, `+` lines after.
 fn print_diff(before: &Value, after: &Value) {
     let empty = Map::new();
@@ -117,8 +149,7 @@ fn print_diff(before: &Value, after: &Value) {
     let a = after.as_object().unwrap_or(&empty);
     println!("--- before");
     println!("+++ after");
-    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
-    keys.dedup();
+    let keys: Vec<&String> = b.keys().chain(a.keys()).collect();
     let mut seen = std::collections::BTreeSet::new();
     for key in keys.into_iter().filter(|k| seen.insert(k.as_str())) {
         match (b.get(key), a.get(key)) {
@@ -132,5 +163,25 @@ fn print_diff(before: &Value, after: &Value) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_become_flags_and_variables_whole_words_only() {
+        assert_eq!(
+            in_cli_words(
+                "give issuer, or authentik_url (with slug); wait_timeout must be positive"
+            ),
+            "give --issuer, or --authentik-url (with --slug); --wait must be positive"
+        );
+        assert_eq!(
+            in_cli_words("admin_password needs admin_email"),
+            "AFFINE_ADMIN_PASSWORD needs --admin-email"
+        );
+        assert_eq!(in_cli_words("issuers"), "issuers");
     }
 }
