@@ -321,3 +321,29 @@ fn authentik_url_from_the_environment_gives_the_issuer() {
         json!("https://auth.example.com/application/o/affine/")
     );
 }
+
+#[test]
+fn usage_errors_name_this_commands_flags_not_the_modules_parameters() {
+    let affine = standin();
+    let url = affine.url();
+    let run = apply(
+        &[
+            "--affine-url",
+            &url,
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--client-id",
+            CLIENT_ID,
+        ],
+        &SECRETS_ENV,
+        Some(&affine),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--issuer") && run.stderr.contains("--authentik-url"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("authentik_url"), "{}", run.stderr);
+    assert!(affine.requests().is_empty());
+}
