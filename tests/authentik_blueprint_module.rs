@@ -544,7 +544,24 @@ fn api_validation_failure_fails_with_authentiks_log_lines_and_creates_nothing() 
         )),
         Some(&authentik),
     );
-    r.assert_failed_with(&["Failed to validate blueprint"]);
+    r.assert_failed_with(&[
+        "Failed to validate blueprint",
+        "no authentik group is named \"no-such-group\"",
+    ]);
+    assert!(authentik.instances().is_empty());
+
+    // The secret read with !Env from a variable authentik's environment lacks.
+    let authentik = standin("2026.8.0");
+    let task = with(
+        api_task(&authentik),
+        json!({"client_secret": null, "client_secret_env": "AFFINE_AUTHENTIK_TEST_NEVER_SET"}),
+    );
+    let r = run(call(task), Some(&authentik));
+    r.assert_failed_with(&[
+        "client_secret",
+        "!Env AFFINE_AUTHENTIK_TEST_NEVER_SET",
+        "authentik's server and worker",
+    ]);
     assert!(authentik.instances().is_empty());
 }
 

@@ -285,6 +285,30 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
     Ok(r)
 }
 
+/// authentik's validation messages for the two likeliest mistakes say what the field
+/// check saw, not why; add the why.
+fn explain_refusal(error: Error, spec: &blueprint::BlueprintSpec) -> Error {
+    let Error::Failed(message) = error else {
+        return error;
+    };
+    let mut hint = String::new();
+    if let SecretSource::Env(var) = &spec.client_secret {
+        if message.contains("client_secret") && message.contains("null") {
+            hint.push_str(&format!(
+                "; the blueprint reads the client secret with !Env {var}, which authentik's environment lacks: set {var} for authentik's server and worker, or use client_secret / client_secret_file"
+            ));
+        }
+    }
+    if let Some(group) = &spec.group {
+        if message.contains("One of 'policy', 'group' or 'user' must be set") {
+            hint.push_str(&format!(
+                "; no authentik group is named {group:?} (the blueprint finds the group by name): create it, or fix group"
+            ));
+        }
+    }
+    Error::Failed(message + &hint)
+}
+
 /// The blueprint with every object entry set to `state: absent`, to delete what it created.
 /// The policy binding is dropped: authentik deletes it with its application. An absent entry
 /// keeps only its identifiers: authentik finds the object by them, and its attrs would still
@@ -383,10 +407,11 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
     let changed = content_changed || unapplied.is_some();
     if changed && !check {
         let instance = match &current {
-            Some(i) if content_changed => client.update_content(&i.pk, &rendered.yaml)?,
-            Some(i) => i.clone(),
-            None => client.create_instance(&name, &rendered.yaml)?,
-        };
+            Some(i) if content_changed => client.update_content(&i.pk, &rendered.yaml),
+            Some(i) => Ok(i.clone()),
+            None => client.create_instance(&name, &rendered.yaml),
+        }
+        .map_err(|e| explain_refusal(e, &rendered.spec))?;
         client.apply(&instance)?;
     }
     let msg = match (changed, check, current.is_some()) {
