@@ -139,7 +139,17 @@ fn dest_with_a_literal_client_secret_is_written_0600() {
         r.json["invocation"]["module_args"]["client_secret"],
         json!("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER")
     );
-    assert!(!run(call(task), None).assert_ok().changed());
+    assert!(
+        r.warnings()
+            .iter()
+            .any(|w| w.contains("file holds the client secret in clear text")),
+        "{:?}",
+        r.warnings()
+    );
+    // The unchanged run does not repeat the warning.
+    let again = run(call(task), None);
+    assert!(!again.assert_ok().changed());
+    assert!(again.warnings().is_empty(), "{:?}", again.warnings());
 }
 
 #[test]

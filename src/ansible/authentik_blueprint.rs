@@ -165,6 +165,30 @@ fn file_mode(params: &Params, existing_mode: Option<u32>, inline_secret: bool) -
     Ok(mode)
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    File,
+    Api,
+}
+
+/// The rendering's warnings, with the one about a literal secret said for where the
+/// secret lands, and only on a run that puts it there (not on every unchanged run).
+fn task_warnings(rendered: &blueprint::Rendered, changed: bool, target: Target) -> Vec<String> {
+    let mut warnings: Vec<String> = rendered
+        .warnings
+        .iter()
+        .filter(|w| !w.contains("client secret in clear text"))
+        .cloned()
+        .collect();
+    if changed && matches!(rendered.spec.client_secret, SecretSource::Inline(_)) {
+        warnings.push(match target {
+            Target::File => "the blueprint file holds the client secret in clear text (mode 0600 unless mode says otherwise): keep it out of version control, or use client_secret_env / client_secret_file".to_string(),
+            Target::Api => "the client secret is stored in clear text in the blueprint instance's content in authentik (System > Blueprints), readable with API rights on blueprints; client_secret_env / client_secret_file keep it out".to_string(),
+        });
+    }
+    warnings
+}
+
 fn base_result(changed: bool, msg: String, warnings: Vec<String>) -> Map<String, Value> {
     let mut r = Map::new();
     r.insert("changed".into(), Value::Bool(changed));
@@ -267,7 +291,8 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
             "{header} written; authentik applies files in its blueprints directory on change"
         ),
     };
-    let mut r = base_result(changed, msg, rendered.warnings.clone());
+    let warnings = task_warnings(&rendered, changed, Target::File);
+    let mut r = base_result(changed, msg, warnings);
     text_diff(params, &header, &before_text, &rendered.yaml, &mut r);
     r.insert("dest".into(), Value::String(header));
     r.insert("checksum".into(), Value::String(new_hash));
@@ -435,7 +460,8 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
         (true, false, true) => format!("{header} updated and applied"),
         (true, false, false) => format!("{header} created and applied"),
     };
-    let mut r = base_result(changed, msg, rendered.warnings.clone());
+    let warnings = task_warnings(&rendered, changed, Target::Api);
+    let mut r = base_result(changed, msg, warnings);
     text_diff(params, &header, &before_text, &rendered.yaml, &mut r);
     r.insert("blueprint_name".into(), Value::String(name));
     r.insert(
