@@ -58,8 +58,19 @@ pub fn resolve_client_id(
 ) -> Result<String> {
     let n = |s: &str| names.name(s);
     match (client_id, affine_url) {
-        (Some(id), _) if !id.trim().is_empty() => Ok(id.to_string()),
-        (Some(_), _) => Err(Error::usage(format!("{} is empty", n("client_id")))),
+        // authentik stores up to 255 characters; a space or control character would not
+        // survive the authorize URL's query intact.
+        (Some(id), _)
+            if id.is_empty()
+                || id.len() > 255
+                || id.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Err(Error::usage(format!(
+                "{} must be 1 to 255 characters without spaces",
+                n("client_id")
+            )))
+        }
+        (Some(id), _) => Ok(id.to_string()),
         (None, Some(url)) => Ok(derive_client_id(url, slug)),
         (None, None) => Err(Error::usage(format!(
             "give {}, or {} to derive it the way the blueprint does",

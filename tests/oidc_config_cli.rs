@@ -239,4 +239,9 @@ fn bad_urls_and_slugs_are_usage_errors() {
         ],
         "--affine-url",
     );
+    // The same client id rule as `blueprint`: 1 to 255 characters, no spaces.
+    assert_usage_error(
+        &["--authentik-url", AUTHENTIK, "--client-id", "a b"],
+        "--client-id",
+    );
 }

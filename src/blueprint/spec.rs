@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use crate::authentik_version::AuthentikVersion;
 use crate::blueprint::options::{default_provider_name, BlueprintOptions, SecretChoice};
-use crate::client_id::derive_client_id;
 use crate::error::{Error, Result};
 use crate::names::NameStyle;
+use crate::oidc_client::resolve_client_id;
 use crate::secret::Secret;
 use crate::slug::Slug;
 use crate::web_url::BaseUrl;
@@ -81,21 +81,7 @@ impl BlueprintSpec {
             version,
         ));
 
-        let client_id = match &o.client_id {
-            Some(id) => {
-                if id.is_empty()
-                    || id.len() > 255
-                    || id.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
-                    return Err(Error::usage(format!(
-                        "{} must be 1 to 255 characters without spaces",
-                        n("client_id")
-                    )));
-                }
-                id.clone()
-            }
-            None => derive_client_id(&affine_url, &slug),
-        };
+        let client_id = resolve_client_id(o.client_id.as_deref(), Some(&affine_url), &slug, names)?;
 
         let client_secret = match &o.client_secret {
             SecretChoice::Env(var) => {
