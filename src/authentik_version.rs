@@ -92,15 +92,6 @@ impl AuthentikVersion {
         self >= Self::at(2025, 8, 0)
     }
 
-    /// Where authentik takes a multipart blueprint upload.
-    pub fn import_endpoint(self) -> &'static str {
-        if self >= Self::at(2026, 5, 0) {
-            "/api/v3/managed/blueprints/import/"
-        } else {
-            "/api/v3/flows/instances/import/"
-        }
-    }
-
     /// Where scope mappings are listed: property mappings moved under `provider/` in 2024.8.
     pub fn scope_mappings_endpoint(self) -> &'static str {
         if self >= Self::at(2024, 8, 0) {
@@ -177,18 +168,6 @@ mod tests {
         assert!(v("2026.5.0").requires_grant_types());
         assert!(!v("2025.6.4").supports_file_tag());
         assert!(v("2025.8.0").supports_file_tag());
-    }
-
-    #[test]
-    fn import_endpoint_moved_in_2026_5() {
-        assert_eq!(
-            v("2026.2").import_endpoint(),
-            "/api/v3/flows/instances/import/"
-        );
-        assert_eq!(
-            v("2026.5.1").import_endpoint(),
-            "/api/v3/managed/blueprints/import/"
-        );
     }
 
     #[test]

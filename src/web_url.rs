@@ -92,13 +92,6 @@ impl BaseUrl {
     pub fn authentik_issuer(&self, slug: &str) -> String {
         format!("{}/application/o/{slug}/", self.normalized)
     }
-
-    pub fn host(&self) -> String {
-        Url::parse(&self.normalized)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_default()
-    }
 }
 
 impl fmt::Display for BaseUrl {

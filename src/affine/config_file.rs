@@ -43,6 +43,12 @@ impl ConfigFile {
                         path.display()
                     )));
                 };
+                if document.get("oauth").is_some_and(|o| !o.is_object()) {
+                    return Err(Error::failed(format!(
+                        "{}: \"oauth\" is not an object, so AFFiNE would not read it either; fix it, the file was left untouched",
+                        path.display()
+                    )));
+                }
                 Ok(ConfigFile {
                     path: path.to_path_buf(),
                     document,
@@ -59,10 +65,6 @@ impl ConfigFile {
                 path.display()
             ))),
         }
-    }
-
-    pub fn exists(&self) -> bool {
-        self.exists
     }
 
     /// The stored OIDC value, `None` when the file does not set one.
@@ -86,9 +88,6 @@ impl ConfigFile {
                     .document
                     .entry("oauth")
                     .or_insert_with(|| Value::Object(Map::new()));
-                if !oauth.is_object() {
-                    *oauth = Value::Object(Map::new());
-                }
                 if let Value::Object(map) = oauth {
                     map.insert("providers.oidc".into(), v.to_affine_revealed());
                 }
@@ -165,6 +164,15 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn an_oauth_key_that_is_not_an_object_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"oauth": 5}"#).unwrap();
+        assert!(ConfigFile::load(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), r#"{"oauth": 5}"#);
     }
 
     #[test]

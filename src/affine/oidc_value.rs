@@ -7,15 +7,6 @@ use serde_json::{json, Map, Value};
 use crate::secret::{Secret, MASK};
 use crate::web_url::same_issuer;
 
-/// `args` keys AFFiNE knows; others pass through to the authorize URL as query parameters.
-pub const KNOWN_ARGS: [&str; 5] = [
-    "scope",
-    "claim_id",
-    "claim_email",
-    "claim_name",
-    "claim_email_verified",
-];
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct OidcValue {
     pub issuer: String,
@@ -79,11 +70,6 @@ impl OidcValue {
         })
     }
 
-    /// Equal as AFFiNE would use them: issuers compared without trailing slashes.
-    pub fn same_as(&self, other: &OidcValue) -> bool {
-        self.differences(other).is_empty()
-    }
-
     /// The names of the fields that differ (`issuer`, `clientId`, `clientSecret`, `args`).
     pub fn differences(&self, other: &OidcValue) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -118,7 +104,7 @@ mod tests {
             client_secret: Secret::new("s"),
             args: Map::new(),
         };
-        assert!(stored.same_as(&wanted));
+        assert!(stored.differences(&wanted).is_empty());
     }
 
     #[test]

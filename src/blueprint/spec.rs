@@ -132,10 +132,14 @@ impl BlueprintSpec {
             }
         };
 
+        // The CLI repeats `--scope NAME`; the module takes a list `scopes`.
+        let scope_input = match names {
+            NameStyle::Cli => "--scope",
+            NameStyle::Module => "scopes",
+        };
         if o.scopes.is_empty() {
             return Err(Error::usage(format!(
-                "{} needs at least one scope (openid)",
-                n("scope")
+                "{scope_input} needs at least one scope (openid)"
             )));
         }
         let mut scopes: Vec<String> = Vec::new();
@@ -147,7 +151,7 @@ impl BlueprintSpec {
             {
                 return Err(Error::usage(format!(
                     "{} {scope:?} is not a scope name such as openid, email, profile, offline_access",
-                    n("scope")
+                    scope_input
                 )));
             }
             if !scopes.contains(scope) {
