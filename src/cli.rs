@@ -209,7 +209,8 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub http: HttpArgs,
 
-    /// Wait until AFFiNE lists OIDC among its login providers, up to SECONDS.
+    /// Wait until AFFiNE lists OIDC among its login providers, up to SECONDS (bare --wait: 120);
+    /// on AFFiNE 0.22-0.26 an unregistered OIDC is saved again so that AFFiNE retries discovery.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "120")]
     pub wait: Option<u64>,
 
