@@ -36,7 +36,12 @@ use crate::exit_codes::ExitCode;
 /// argument (the args file), else the command line.
 pub fn run() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.len() == 2 {
+    // `library/affine_oidc --help` is a person, not Ansible: that goes to the CLI's help.
+    let is_flag = argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with('-'));
+    if argv.len() == 2 && !is_flag {
         if let Some(name) = argv[0].to_str().and_then(ansible::module_name_for_binary) {
             return ansible::protocol::run(std::path::Path::new(&argv[1]), Some(name));
         }
