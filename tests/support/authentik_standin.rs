@@ -661,22 +661,9 @@ impl Inner {
             }
             ("POST", ["managed", "blueprints", pk, "apply"]) => self.apply_instance(pk),
             ("GET", ["providers", "oauth2"]) => {
-                let st = lock(&self.state);
-                let q = req.query();
-                let results = st
-                    .store
-                    .of(OAUTH2_PROVIDER)
-                    .filter(|p| {
-                        // Like Django REST's filter backend: known filters narrow the list,
-                        // unknown ones (e.g. `application__slug`) are ignored, not refused.
-                        q.iter().all(|(k, v)| match k.as_str() {
-                            "name" | "client_id" => p.get(k) == Some(&json!(v)),
-                            _ => true,
-                        })
-                    })
-                    .map(|p| self.provider_json(&st.store, p))
-                    .collect();
-                paginated(results)
+                self.filtered_list(req, OAUTH2_PROVIDER, &["name", "client_id"], |st, p| {
+                    self.provider_json(st, p)
+                })
             }
             ("GET", ["providers", "oauth2", pk]) => {
                 let st = lock(&self.state);
@@ -686,20 +673,9 @@ impl Inner {
                 }
             }
             ("GET", ["core", "applications"]) => {
-                let st = lock(&self.state);
-                let q = req.query();
-                let results = st
-                    .store
-                    .of(APPLICATION)
-                    .filter(|a| {
-                        q.iter().all(|(k, v)| match k.as_str() {
-                            "slug" | "name" => a.get(k) == Some(&json!(v)),
-                            _ => true,
-                        })
-                    })
-                    .map(|a| self.application_json(&st.store, a))
-                    .collect();
-                paginated(results)
+                self.filtered_list(req, APPLICATION, &["slug", "name"], |st, a| {
+                    self.application_json(st, a)
+                })
             }
             ("GET", ["core", "applications", slug]) => {
                 let st = lock(&self.state);
@@ -722,9 +698,31 @@ impl Inner {
         }
     }
 
-    /// A list with equality filters; a filter given several times matches any of its values
-    /// (as `?managed=a&managed=b` does on authentik).
+    /// A list of plain objects (flows, key pairs, scope mappings) in API shape.
     fn simple_list(&self, req: &Request, model: &str, filters: &[&str]) -> Response {
+        self.filtered_list(req, model, filters, |_, o| {
+            let mut m = o.fields.clone();
+            if model == SCOPE_MAPPING {
+                m.insert(
+                    "component".into(),
+                    json!("ak-property-mapping-provider-scope-form"),
+                );
+                m.insert("meta_model_name".into(), json!(SCOPE_MAPPING));
+            }
+            Value::Object(m)
+        })
+    }
+
+    /// A paginated list of `model`, narrowed by the query parameters named in `filters`
+    /// (one given several times matches any of its values, as `?managed=a&managed=b` does);
+    /// other parameters are ignored, not refused, as Django REST's filter backend does.
+    fn filtered_list(
+        &self,
+        req: &Request,
+        model: &str,
+        filters: &[&str],
+        render: impl Fn(&Store, &Obj) -> Value,
+    ) -> Response {
         let st = lock(&self.state);
         let q = req.query();
         let results = st
@@ -737,17 +735,7 @@ impl Inner {
                     wanted.is_empty() || wanted.iter().any(|v| o.get(f) == Some(&json!(v)))
                 })
             })
-            .map(|o| {
-                let mut m = o.fields.clone();
-                if model == SCOPE_MAPPING {
-                    m.insert(
-                        "component".into(),
-                        json!("ak-property-mapping-provider-scope-form"),
-                    );
-                    m.insert("meta_model_name".into(), json!(SCOPE_MAPPING));
-                }
-                Value::Object(m)
-            })
+            .map(|o| render(&st.store, o))
             .collect();
         paginated(results)
     }
