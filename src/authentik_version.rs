@@ -5,9 +5,13 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
-/// Release series this tool knows (year.month). A version outside these is refused rather
-/// than guessed at: a wrong guess yields a blueprint authentik rejects or, worse, imports
-/// into a provider where every login fails.
+/// Release series this tool knows (year.month). An unknown version older than the newest
+/// of these is refused rather than guessed at: a wrong guess yields a blueprint authentik
+/// rejects or, worse, imports into a provider where every login fails. A version NEWER than
+/// the newest is taken with the newest rules and a warning ([`AuthentikVersion::newer_warning`]):
+/// authentik ships a release every two or three months, and refusing each one would break
+/// every user's playbook on the day they upgrade, while the newest rules are what a new
+/// release most likely still wants.
 pub const KNOWN_SERIES: [(u16, u8); 13] = [
     (2024, 6),
     (2024, 8),
@@ -43,7 +47,7 @@ impl AuthentikVersion {
         let parts: Vec<&str> = core.split('.').collect();
         let bad = || {
             Error::usage(format!(
-                "unknown authentik version {input:?}: give YEAR.MONTH[.PATCH], one of {}",
+                "unknown authentik version {input:?}: give YEAR.MONTH[.PATCH], one of {} or a newer release",
                 supported_list()
             ))
         };
@@ -56,10 +60,29 @@ impl AuthentikVersion {
             Some(p) => p.parse().map_err(|_| bad())?,
             None => 0,
         };
-        if !KNOWN_SERIES.contains(&(year, month)) {
+        let newest = KNOWN_SERIES[KNOWN_SERIES.len() - 1];
+        let newer_than_known = (year, month) > newest && (1..=12).contains(&month);
+        if !KNOWN_SERIES.contains(&(year, month)) && !newer_than_known {
             return Err(bad());
         }
         Ok(AuthentikVersion { year, month, patch })
+    }
+
+    /// Whether this is a release after the newest series the tool knows.
+    pub fn is_newer_than_known(self) -> bool {
+        let (year, month) = KNOWN_SERIES[KNOWN_SERIES.len() - 1];
+        (self.year, self.month) > (year, month)
+    }
+
+    /// The one warning for a version newer than the tool knows, naming it.
+    pub fn newer_warning(self) -> Option<String> {
+        let (year, month) = KNOWN_SERIES[KNOWN_SERIES.len() - 1];
+        self.is_newer_than_known().then(|| {
+            format!(
+                "authentik {self} is newer than this tool knows (up to {year}.{month}): the blueprint follows {year}.{month}'s rules; check the release notes of authentik {}.{} for changes to OAuth2 providers and update affine-authentik",
+                self.year, self.month
+            )
+        })
     }
 
     const fn at(year: u16, month: u8, patch: u16) -> Self {
@@ -177,7 +200,9 @@ mod tests {
             "2026",
             "2026.3",
             "2023.10.1",
-            "2027.1",
+            "2024.1",
+            "2027.13",
+            "2027.0",
             "latest",
             "2026.8.x",
             "1.2.3.4",
@@ -185,6 +210,21 @@ mod tests {
             assert!(AuthentikVersion::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(v("v2025.10.1-rc1"), AuthentikVersion::at(2025, 10, 1));
+    }
+
+    #[test]
+    fn a_version_newer_than_known_gets_the_newest_rules_and_one_warning() {
+        let next = v("2026.11.0-rc1");
+        assert_eq!(next, AuthentikVersion::at(2026, 11, 0));
+        assert!(next.requires_grant_types() && next.redirect_uris_as_list());
+        let warning = next.newer_warning().expect("a warning");
+        assert!(
+            warning.contains("2026.11.0") && warning.contains("2026.8"),
+            "{warning}"
+        );
+        assert!(v("2027.2").newer_warning().is_some());
+        assert!(v("2026.8.6").newer_warning().is_none());
+        assert!(v("2024.6").newer_warning().is_none());
     }
 
     #[test]

@@ -529,12 +529,85 @@ fn api_authentik_version_is_detected_from_the_version_endpoint_unless_given() {
 }
 
 #[test]
+fn api_each_missing_referenced_object_is_named_before_anything_is_sent() {
+    // A flow, a key, a scope mapping and a group that authentik lacks: each is named with
+    // where to create it and the parameter that asked for it, in one message, and nothing
+    // is written. Check mode says the same: a run that would fail says so ahead.
+    for check_mode in [false, true] {
+        let authentik = standin("2026.2.2");
+        let seen = authentik.requests().len();
+        let task = with(
+            api_task(&authentik),
+            json!({
+                "authorization_flow": "no-such-flow",
+                "signing_key": "No Such Key",
+                "scopes": ["openid", "email", "profile", "nosuch"],
+                "group": "no-such-group",
+            }),
+        );
+        let call = if check_mode {
+            call(task).check()
+        } else {
+            call(task)
+        };
+        let r = run(call, Some(&authentik));
+        r.assert_failed_with(&[
+            "nothing was sent",
+            "no flow with slug \"no-such-flow\"",
+            "Flows and Stages > Flows; or fix authorization_flow",
+            "no certificate key pair with name \"No Such Key\"",
+            "System > Certificates; or fix signing_key",
+            "no scope mapping with managed \"goauthentik.io/providers/oauth2/scope-nosuch\"",
+            "misspelled or the mapping was deleted",
+            "or fix scopes",
+            "no group with name \"no-such-group\"",
+            "Directory > Groups; or fix group",
+        ]);
+        assert!(
+            writes(&requests_since(&authentik, seen)).is_empty(),
+            "check mode {check_mode}: {:?}",
+            requests_since(&authentik, seen)
+        );
+        assert!(authentik.instances().is_empty());
+    }
+}
+
+#[test]
+fn api_objects_that_exist_are_not_reported_missing() {
+    // The defaults authentik ships, a group that exists: the lookups find them all.
+    let authentik = standin("2024.10.2");
+    let task = with(api_task(&authentik), json!({"group": "authentik Admins"}));
+    let r = run(call(task), Some(&authentik));
+    r.assert_ok();
+    assert!(r.changed(), "{}", r.msg());
+    assert_eq!(authentik.applied_count(), 1);
+}
+
+#[test]
 fn api_validation_failure_fails_with_authentiks_log_lines_and_creates_nothing() {
-    // A blueprint for 2026.8 on a 2024.6 authentik: fields it does not know, a flow it lacks.
+    // A blueprint for 2026.8 on a 2024.6 authentik, told to skip the invalidation flow's
+    // lookup by a template that builds its slug: authentik's own refusal comes back with
+    // its log lines.
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("affine.yaml.j2");
+    let builtin = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/blueprint.yaml.j2"),
+    )
+    .unwrap();
+    let marker = "[slug, {{ invalidation_flow | yaml }}]";
+    assert!(builtin.contains(marker), "the built-in template changed");
+    fs::write(
+        &template,
+        builtin.replace(
+            marker,
+            "[slug, !Format [\"%s\", {{ invalidation_flow | yaml }}]]",
+        ),
+    )
+    .unwrap();
     let authentik = standin("2024.6.4");
     let forced = with(
         api_task(&authentik),
-        json!({"authentik_version": "2026.8.0"}),
+        json!({"authentik_version": "2026.8.0", "template": template.to_str().unwrap()}),
     );
     let r = run(call(forced), Some(&authentik));
     r.assert_failed_with(&[
@@ -544,21 +617,6 @@ fn api_validation_failure_fails_with_authentiks_log_lines_and_creates_nothing() 
     ]);
     assert!(authentik.instances().is_empty());
     assert_eq!(authentik.applied_count(), 0);
-
-    // A group that does not exist: the policy binding has nothing to bind.
-    let authentik = standin("2026.8.0");
-    let r = run(
-        call(with(
-            api_task(&authentik),
-            json!({"group": "no-such-group"}),
-        )),
-        Some(&authentik),
-    );
-    r.assert_failed_with(&[
-        "Failed to validate blueprint",
-        "no authentik group is named \"no-such-group\"",
-    ]);
-    assert!(authentik.instances().is_empty());
 
     // The secret read with !Env from a variable authentik's environment lacks.
     let authentik = standin("2026.8.0");

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::ansible::affine_oidc::http_options;
 use crate::ansible::params::{Kind, Param, Params, Spec};
 use crate::atomic_file::{self, WriteOptions};
+use crate::authentik::blueprint_instance::{self, Wanted};
 use crate::authentik::client::AuthentikClient;
+use crate::authentik::references::Reference;
 use crate::blueprint::options::DEFAULT_SECRET_ENV;
 use crate::blueprint::{self, BlueprintOptions, SecretChoice, SecretSource};
 use crate::error::{Error, Result};
@@ -310,59 +312,7 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
     Ok(r)
 }
 
-/// authentik's validation messages for the two likeliest mistakes say what the field
-/// check saw, not why; add the why.
-fn explain_refusal(error: Error, spec: &blueprint::BlueprintSpec) -> Error {
-    let Error::Failed(message) = error else {
-        return error;
-    };
-    let mut hint = String::new();
-    if let SecretSource::Env(var) = &spec.client_secret {
-        if message.contains("client_secret") && message.contains("null") {
-            hint.push_str(&format!(
-                "; the blueprint reads the client secret with !Env {var}, which authentik's environment lacks: set {var} for authentik's server and worker, or use client_secret / client_secret_file"
-            ));
-        }
-    }
-    if let Some(group) = &spec.group {
-        if message.contains("One of 'policy', 'group' or 'user' must be set") {
-            hint.push_str(&format!(
-                "; no authentik group is named {group:?} (the blueprint finds the group by name): create it, or fix group"
-            ));
-        }
-    }
-    Error::Failed(message + &hint)
-}
-
-/// The blueprint with every object entry set to `state: absent`, to delete what it created.
-/// The policy binding is dropped: authentik deletes it with its application. An absent entry
-/// keeps only its identifiers: authentik finds the object by them, and its attrs would still
-/// be resolved, where the application's `!KeyOf` of the just-deleted provider finds no
-/// instance and the entry fails (so would a literal secret travel again for nothing).
-fn absent_blueprint(yaml: &str) -> Result<String> {
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(yaml)
-        .map_err(|e| Error::failed(format!("cannot read the blueprint back: {e}")))?;
-    if let Some(entries) = doc
-        .get_mut("entries")
-        .and_then(serde_yaml::Value::as_sequence_mut)
-    {
-        entries.retain(|e| {
-            e.get("model").and_then(serde_yaml::Value::as_str)
-                != Some(blueprint::check::BINDING_MODEL)
-        });
-        for entry in entries.iter_mut() {
-            if let Some(map) = entry.as_mapping_mut() {
-                map.remove("attrs");
-                map.insert("state".into(), "absent".into());
-            }
-        }
-    }
-    serde_yaml::to_string(&doc)
-        .map_err(|e| Error::failed(format!("cannot write the removal blueprint: {e}")))
-}
-
 fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map<String, Value>> {
-    let check = params.internal.check_mode;
     let url = BaseUrl::parse(
         "authentik_url",
         &params.str("authentik_url").unwrap_or_default(),
@@ -371,104 +321,63 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
         Error::usage("authentik_token (or AUTHENTIK_TOKEN) is required with authentik_url")
     })?;
     redactor.add(&token);
-    let client = AuthentikClient::new(url.clone(), token, &http_options(params)?)?;
+    let client = AuthentikClient::new(url, token, &http_options(params)?)?;
     // The blueprint must fit the running authentik: ask it unless the task says.
     let version = match params.str("authentik_version") {
         Some(v) => v,
         None => client.version()?.to_string(),
     };
     let rendered = render(params, Some(version))?;
-    let name = rendered.spec.blueprint_name();
-    let header = format!("{url} blueprint {name:?}");
-    let current = client.find_instance(&name)?;
-    let before_text = current
-        .as_ref()
-        .map(|i| i.content.clone())
-        .unwrap_or_default();
-
-    if absent {
-        let Some(instance) = current else {
-            return Ok(base_result(
-                false,
-                format!("{header} is already absent"),
-                vec![],
-            ));
-        };
-        let remove_objects = params.bool("remove_objects");
-        if !check {
-            if remove_objects {
-                let removal = absent_blueprint(&rendered.yaml)?;
-                let updated = client.update_content(&instance.pk, &removal)?;
-                client.apply(&updated)?;
-            }
-            client.delete_instance(&instance.pk)?;
+    let wanted = if absent {
+        Wanted::Absent {
+            remove_objects: params.bool("remove_objects"),
         }
-        let mut warnings = vec![];
-        if !remove_objects {
-            warnings.push(
-                "authentik keeps the provider and application a removed blueprint created; set remove_objects: true to delete them too"
-                    .to_string(),
-            );
-        }
-        let msg = if check {
-            format!("{header} would be removed (check mode)")
-        } else {
-            format!("{header} removed")
-        };
-        let mut r = base_result(true, msg, warnings);
-        text_diff(params, &header, &before_text, "", &mut r);
-        return Ok(r);
-    }
-
-    let content_changed = current
-        .as_ref()
-        .map(|i| i.content != rendered.yaml)
-        .unwrap_or(true);
-    // Right content but never applied successfully (an earlier run's apply failed after the
-    // create or update): authentik holds the blueprint, not its objects. Apply it again.
-    let unapplied = current
-        .as_ref()
-        .filter(|i| !matches!(i.status.as_str(), "successful" | "warning"));
-    let changed = content_changed || unapplied.is_some();
-    if changed && !check {
-        let instance = match &current {
-            Some(i) if content_changed => client.update_content(&i.pk, &rendered.yaml),
-            Some(i) => Ok(i.clone()),
-            None => client.create_instance(&name, &rendered.yaml),
-        }
-        .map_err(|e| explain_refusal(e, &rendered.spec))?;
-        client.apply(&instance)?;
-    }
-    let msg = match (changed, check, current.is_some()) {
-        (false, _, _) => format!("{header} is up to date"),
-        (true, true, _) if !content_changed => format!(
-            "{header} would be applied: its last apply has status {:?} (check mode)",
-            unapplied.map(|i| i.status.as_str()).unwrap_or_default()
-        ),
-        (true, true, _) => format!(
-            "{header} would be {} (check mode)",
-            if current.is_some() {
-                "updated"
-            } else {
-                "created"
-            }
-        ),
-        (true, false, _) if !content_changed => format!(
-            "{header} applied: its last apply had status {:?}",
-            unapplied.map(|i| i.status.as_str()).unwrap_or_default()
-        ),
-        (true, false, true) => format!("{header} updated and applied"),
-        (true, false, false) => format!("{header} created and applied"),
+    } else {
+        Wanted::Present
     };
-    let warnings = task_warnings(&rendered, changed, Target::Api);
-    let mut r = base_result(changed, msg, warnings);
-    text_diff(params, &header, &before_text, &rendered.yaml, &mut r);
-    r.insert("blueprint_name".into(), Value::String(name));
-    r.insert(
-        "authentik_version".into(),
-        Value::String(rendered.spec.version.to_string()),
+    let outcome = blueprint_instance::reconcile(
+        &client,
+        &rendered,
+        wanted,
+        params.internal.check_mode,
+        parameter_for,
+    )?;
+    let mut warnings = outcome.warnings;
+    if !absent {
+        warnings = task_warnings(&rendered, outcome.changed, Target::Api)
+            .into_iter()
+            .chain(warnings)
+            .collect();
+    }
+    let header = format!(
+        "{} blueprint {:?}",
+        client.base(),
+        rendered.spec.blueprint_name()
     );
+    let mut r = base_result(outcome.changed, outcome.msg, warnings);
+    text_diff(params, &header, &outcome.before, &outcome.after, &mut r);
+    if !absent {
+        r.insert(
+            "blueprint_name".into(),
+            Value::String(rendered.spec.blueprint_name()),
+        );
+        r.insert(
+            "authentik_version".into(),
+            Value::String(rendered.spec.version.to_string()),
+        );
+    }
     Ok(r)
+}
+
+/// The task parameter that sets an attribute the generated blueprint finds with `!Find`.
+fn parameter_for(reference: &Reference) -> Option<String> {
+    let attr = reference.attr.trim_start_matches("attrs.");
+    let name = match attr {
+        "authorization_flow" | "invalidation_flow" | "signing_key" | "group" => attr,
+        "property_mappings" => "scopes",
+        _ => return None,
+    };
+    Some(name.to_string())
 }
 
 #[cfg(test)]
@@ -482,18 +391,5 @@ mod tests {
         assert!(!masked.contains("hunter2"));
         assert!(masked.contains("client_secret: !Env VAR"));
         assert!(masked.ends_with('\n'));
-    }
-
-    #[test]
-    fn removal_blueprint_marks_entries_absent_and_drops_the_binding() {
-        let mut o = BlueprintOptions::new("https://affine.example.com");
-        o.group = Some("staff".into());
-        let yaml = blueprint::build(&o).unwrap().yaml;
-        let removal = absent_blueprint(&yaml).unwrap();
-        assert_eq!(removal.matches("state: absent").count(), 2, "{removal}");
-        assert!(!removal.contains(blueprint::check::BINDING_MODEL));
-        assert!(!removal.contains("attrs"), "{removal}");
-        assert!(!removal.contains("!KeyOf"), "{removal}");
-        assert!(removal.contains("slug: affine"), "{removal}");
     }
 }

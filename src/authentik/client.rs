@@ -65,8 +65,13 @@ impl AuthentikClient {
         })
     }
 
-    fn what(&self) -> String {
+    /// "authentik at <url>", for messages.
+    pub fn what(&self) -> String {
         format!("authentik at {}", self.base)
+    }
+
+    pub fn base(&self) -> &BaseUrl {
+        &self.base
     }
 
     fn authed(&self, builder: RequestBuilder) -> RequestBuilder {
@@ -111,6 +116,14 @@ impl AuthentikClient {
         if (200..300).contains(&status) {
             return Ok(body);
         }
+        if status == 405 && body.is_null() {
+            return Err(Error::failed(format!(
+                "{} could not {doing}: it answered HTTP 405 with an empty page, which is authentik's own error page for a request that crashed on its side (its error view serves only GET), not a refusal of the method. \
+                 It usually means authentik could not read the blueprint (content that is not valid YAML), or failed while logging why an entry is invalid \
+                 (an object the blueprint finds with !Find that does not exist, e.g. a group); authentik's server log shows the cause as a system_exception event",
+                self.what()
+            )));
+        }
         Err(Error::failed(format!(
             "{} refused to {doing} (HTTP {status}): {}",
             self.what(),
@@ -128,7 +141,7 @@ impl AuthentikClient {
             .unwrap_or_default();
         AuthentikVersion::parse(current).map_err(|_| {
             Error::failed(format!(
-                "{} runs version {current:?}, which this tool does not know; give authentik_version",
+                "{} runs version {current:?}, which this tool does not know (it supports 2024.6 and newer); give authentik_version",
                 self.what()
             ))
         })
@@ -239,6 +252,53 @@ impl AuthentikClient {
             .map(Some)
     }
 
+    /// The objects at the list route `route` whose fields equal every `(field, value)` of
+    /// `criteria`, as a blueprint's `!Find` would find them. The criteria go along as query
+    /// filters, but authentik ignores a filter a route does not know, so every result is
+    /// compared here again; when the answer is one page of more than it shows and nothing
+    /// matched, the lookup cannot tell and says so.
+    pub fn find_objects(&self, route: &str, criteria: &[(String, String)]) -> Result<Lookup> {
+        let mut query: Vec<(&str, &str)> = criteria
+            .iter()
+            .map(|(f, v)| (f.as_str(), v.as_str()))
+            .collect();
+        query.push(("page_size", "100"));
+        let (status, body) = self.send(self.http.get(self.base.join(route)).query(&query))?;
+        if status == 404 {
+            // An authentik without this list (or a path this tool has wrong): authentik
+            // still checks the blueprint itself.
+            return Ok(Lookup::Unknown);
+        }
+        let body = self.expect_ok((status, body), "list objects")?;
+        let results = body
+            .get("results")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let matching: Vec<Value> = results
+            .iter()
+            .filter(|o| {
+                criteria
+                    .iter()
+                    .all(|(field, wanted)| field_equals(o.get(field), wanted))
+            })
+            .cloned()
+            .collect();
+        if !matching.is_empty() {
+            return Ok(Lookup::Found(matching));
+        }
+        let total = body
+            .get("pagination")
+            .and_then(|p| p.get("count"))
+            .and_then(Value::as_u64)
+            .unwrap_or(results.len() as u64);
+        Ok(if total > results.len() as u64 {
+            Lookup::Unknown
+        } else {
+            Lookup::Missing
+        })
+    }
+
     /// The primary keys of the managed scope mappings with these `managed` keys.
     pub fn scope_mapping_pks(
         &self,
@@ -266,6 +326,26 @@ impl AuthentikClient {
                     .collect()
             })
             .unwrap_or_default())
+    }
+}
+
+/// What a lookup of the objects a blueprint refers to found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Vec<Value>),
+    Missing,
+    /// The answer could not tell (no such list route, or more results than one page).
+    Unknown,
+}
+
+/// A field of an API object against a `!Find` value, as Django's exact filter compares:
+/// numbers (integer pks) equal their text.
+fn field_equals(have: Option<&Value>, wanted: &str) -> bool {
+    match have {
+        Some(Value::String(s)) => s == wanted,
+        Some(Value::Number(n)) => n.to_string() == wanted,
+        Some(Value::Bool(b)) => b.to_string().eq_ignore_ascii_case(wanted),
+        _ => false,
     }
 }
 

@@ -1,4 +1,11 @@
-//! authentik's REST API (`/api/v3/`): managed blueprint instances, and the provider and
-//! application a blueprint created, for `verify`.
+//! authentik's REST API (`/api/v3/`) and what this tool does through it.
+//!
+//! - [`client`]: the requests, and nothing else: one place that knows authentik's routes,
+//!   its answers and its refusals.
+//! - [`references`]: the objects a blueprint finds with `!Find`, looked up before sending.
+//! - [`blueprint_instance`]: a blueprint as a managed instance: read, compare as authentik
+//!   stores, check references, plan, write, apply, wait, report.
 
+pub mod blueprint_instance;
 pub mod client;
+pub mod references;

@@ -76,6 +76,7 @@ impl BlueprintSpec {
         }
 
         let version = AuthentikVersion::parse(&o.authentik_version)?;
+        warnings.extend(version.newer_warning());
         warnings.extend(AuthentikVersion::ambiguity_warning(
             &o.authentik_version,
             version,
