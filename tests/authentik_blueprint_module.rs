@@ -529,6 +529,31 @@ fn api_authentik_version_is_detected_from_the_version_endpoint_unless_given() {
 }
 
 #[test]
+fn api_an_authentik_newer_than_known_is_served_the_newest_rules_with_one_warning() {
+    // The version read from the server (a release candidate here) and the one given.
+    let authentik = standin("2026.11.0");
+    for task in [
+        api_task(&authentik),
+        with(
+            api_task(&authentik),
+            json!({"authentik_version": "2026.11"}),
+        ),
+    ] {
+        let r = run(call(task).check(), Some(&authentik));
+        r.assert_ok();
+        let newer: Vec<String> = r
+            .warnings()
+            .into_iter()
+            .filter(|w| w.contains("authentik 2026.11.0 is newer than this tool knows"))
+            .collect();
+        assert_eq!(newer.len(), 1, "{:?}", r.warnings());
+    }
+    let r = run(call(api_task(&authentik)), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert_eq!(authentik.applied_count(), 1);
+}
+
+#[test]
 fn api_each_missing_referenced_object_is_named_before_anything_is_sent() {
     // A flow, a key, a scope mapping and a group that authentik lacks: each is named with
     // where to create it and the parameter that asked for it, in one message, and nothing

@@ -881,11 +881,39 @@ fn an_empty_name_is_refused() {
 
 #[test]
 fn an_unknown_authentik_version_is_refused() {
-    for version in ["2023.10", "2026.3", "latest", "2026", "2027.1.0"] {
+    // Older than the oldest supported, a series that does not exist, or not a version.
+    for version in ["2023.10", "2026.3", "latest", "2026", "2027.13", "2026.8.x"] {
         bad_blueprint(
             &["--affine-url", AFFINE, "--authentik-version", version],
             "unknown authentik version",
         );
+    }
+}
+
+#[test]
+fn a_newer_authentik_than_known_gets_the_newest_rules_and_one_warning() {
+    let mut full = vec!["blueprint", "--affine-url", AFFINE, "--authentik-version"];
+    for (version, newest) in [("2026.11.0-rc1", "2026.8"), ("2027.2", "2026.8")] {
+        full.push(version);
+        let r = Captured::of(&mut command(&full));
+        full.pop();
+        assert_eq!(r.code, Some(0), "{version}: {}", r.stderr);
+        let warnings: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.contains("newer than this tool knows"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{version}: {}", r.stderr);
+        assert!(warnings[0].contains(newest), "{}", warnings[0]);
+        // The newest rules: 2026.5+'s grant_types, the list form of redirect_uris.
+        let doc = load_authentik_yaml(&r.stdout).unwrap();
+        let provider = &doc["entries"][0]["attrs"];
+        let grants: Vec<&str> = provider["grant_types"]
+            .as_sequence()
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(grants, ["authorization_code", "refresh_token"], "{version}");
+        assert!(provider["redirect_uris"].is_sequence(), "{version}");
     }
 }
 
