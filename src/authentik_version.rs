@@ -110,6 +110,12 @@ impl AuthentikVersion {
         self >= Self::at(2026, 5, 0)
     }
 
+    /// From 2025.10 authentik's managed `email` scope mapping sends `email_verified: false`
+    /// (true before; authentik's 2025.10 release notes), which AFFiNE 0.25.7+ refuses.
+    pub fn managed_email_mapping_sends_unverified(self) -> bool {
+        self >= Self::at(2025, 10, 0)
+    }
+
     /// The `!File` tag exists from 2025.8.
     pub fn supports_file_tag(self) -> bool {
         self >= Self::at(2025, 8, 0)

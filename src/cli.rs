@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::authentik_version::DEFAULT_VERSION;
 use crate::blueprint::options::{
-    DEFAULT_AUTHORIZATION_FLOW, DEFAULT_INVALIDATION_FLOW, DEFAULT_NAME, DEFAULT_SIGNING_KEY,
-    DEFAULT_SLUG,
+    EmailVerified, DEFAULT_AUTHORIZATION_FLOW, DEFAULT_INVALIDATION_FLOW, DEFAULT_NAME,
+    DEFAULT_SIGNING_KEY, DEFAULT_SLUG,
 };
 
 #[derive(Debug, Parser)]
@@ -129,9 +129,17 @@ pub struct BlueprintArgs {
     #[arg(long, default_value = DEFAULT_SIGNING_KEY, value_name = "NAME")]
     pub signing_key: String,
 
-    /// Scope to grant, by authentik's managed scope mapping (repeat) [default: openid, email, profile].
+    /// A scope to grant besides openid, email and profile (which AFFiNE always asks for), by
+    /// authentik's managed scope mapping (repeat).
     #[arg(long = "scope", value_name = "NAME")]
     pub scopes: Vec<String>,
+
+    /// What the email scope says in email_verified: `true` (the blueprint's own mapping on
+    /// authentik 2025.10+, whose managed one says false, which AFFiNE 0.25.7+ refuses),
+    /// `attribute` (the user's attribute email_verified) or `authentik` (the managed mapping).
+    #[arg(long, value_name = "MODE", default_value = "true",
+          value_parser = clap::builder::PossibleValuesParser::new(EmailVerified::NAMES))]
+    pub email_verified: String,
 
     /// Only members of this authentik group may use AFFiNE (adds a policy binding).
     #[arg(long, value_name = "NAME")]

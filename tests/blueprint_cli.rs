@@ -13,6 +13,7 @@ use support::process::{command, Captured};
 
 const AFFINE: &str = "https://affine.example.com";
 const CALLBACK: &str = "https://affine.example.com/oauth/callback";
+const SCOPE_MAPPING_MODEL: &str = "authentik_providers_oauth2.scopemapping";
 const PROVIDER_MODEL: &str = "authentik_providers_oauth2.oauth2provider";
 const APPLICATION_MODEL: &str = "authentik_core.application";
 const BINDING_MODEL: &str = "authentik_policies.policybinding";
@@ -249,10 +250,17 @@ fn entries(doc: &Value) -> &Vec<Value> {
     doc["entries"].as_sequence().expect("entries is a list")
 }
 
+/// The entry of `model` (the provider, the application): found by model, since an email
+/// scope mapping comes first on authentik 2025.10+.
+fn entry<'a>(doc: &'a Value, model: &str) -> &'a Value {
+    entries(doc)
+        .iter()
+        .find(|e| e["model"].as_str() == Some(model))
+        .unwrap_or_else(|| panic!("no {model} entry"))
+}
+
 fn provider_attrs(doc: &Value) -> &Value {
-    let provider = &entries(doc)[0];
-    assert_eq!(provider["model"].as_str(), Some(PROVIDER_MODEL));
-    &provider["attrs"]
+    &entry(doc, PROVIDER_MODEL)["attrs"]
 }
 
 fn attr<'a>(attrs: &'a Value, key: &str) -> Option<&'a Value> {
@@ -361,23 +369,45 @@ fn grant_types_are_authorization_code_and_refresh_token_from_2026_5_and_absent_b
 #[test]
 fn another_slug_gets_its_own_provider_name_so_instances_do_not_share_a_provider() {
     let doc = blueprint_for("2026.8", &["--slug", "team"]);
-    let list = entries(&doc);
     assert_eq!(
-        list[0]["identifiers"]["name"].as_str(),
+        entry(&doc, PROVIDER_MODEL)["identifiers"]["name"].as_str(),
         Some("Provider for AFFiNE (team)")
     );
     let doc = blueprint_for("2026.8", &["--slug", "team", "--provider-name", "Mine"]);
     assert_eq!(
-        entries(&doc)[0]["identifiers"]["name"].as_str(),
+        entry(&doc, PROVIDER_MODEL)["identifiers"]["name"].as_str(),
         Some("Mine")
     );
+}
+
+/// authentik 2025.10+ sends `email_verified: false` from its managed email mapping, so the
+/// blueprint brings its own there (by default).
+fn has_own_email_mapping(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap()) >= (2025, 10)
+}
+
+/// The entries but the email scope mapping: the objects every target has.
+fn object_entries(doc: &Value) -> Vec<&Value> {
+    entries(doc)
+        .iter()
+        .filter(|e| e["model"].as_str() != Some(SCOPE_MAPPING_MODEL))
+        .collect()
 }
 
 #[test]
 fn the_provider_comes_first_with_an_id_and_the_application_points_back_with_keyof() {
     for (version, ..) in TARGETS {
         let doc = blueprint_for(version, &[]);
-        let list = entries(&doc);
+        // The email mapping, when there is one, comes before the provider that uses it:
+        // !KeyOf sees only earlier entries.
+        let first = entries(&doc)[0]["model"].as_str();
+        if has_own_email_mapping(version) {
+            assert_eq!(first, Some(SCOPE_MAPPING_MODEL), "{version}");
+        } else {
+            assert_eq!(first, Some(PROVIDER_MODEL), "{version}");
+        }
+        let list = object_entries(&doc);
         assert_eq!(list.len(), 2, "{version}: no binding without --group");
         assert_eq!(list[0]["model"].as_str(), Some(PROVIDER_MODEL), "{version}");
         let provider_id = list[0]["id"].as_str().expect("the provider has an id");
@@ -401,6 +431,12 @@ fn the_provider_comes_first_with_an_id_and_the_application_points_back_with_keyo
     }
 }
 
+fn managed_scope(scope: &str) -> Value {
+    yaml(&format!(
+        "!Find [authentik_providers_oauth2.scopemapping, [managed, goauthentik.io/providers/oauth2/scope-{scope}]]"
+    ))
+}
+
 #[test]
 fn the_provider_is_confidential_and_finds_its_flow_key_and_scope_mappings() {
     for (version, ..) in TARGETS {
@@ -421,20 +457,150 @@ fn the_provider_is_confidential_and_finds_its_flow_key_and_scope_mappings() {
             )),
             "{version}"
         );
-        let mappings: Vec<Value> = ["openid", "email", "profile"]
-            .iter()
-            .map(|s| {
-                yaml(&format!(
-                    "!Find [authentik_providers_oauth2.scopemapping, [managed, goauthentik.io/providers/oauth2/scope-{s}]]"
-                ))
-            })
-            .collect();
+        // Said explicitly, so a key set by hand goes on the next apply.
+        assert_eq!(
+            attr(attrs, "encryption_key"),
+            Some(&Value::Null),
+            "{version}"
+        );
+        let email = if has_own_email_mapping(version) {
+            yaml("!KeyOf affine-email-mapping")
+        } else {
+            managed_scope("email")
+        };
+        let mappings = vec![managed_scope("openid"), email, managed_scope("profile")];
         assert_eq!(
             attr(attrs, "property_mappings"),
             Some(&Value::Sequence(mappings)),
             "{version}"
         );
     }
+}
+
+/// The email scope mapping entry of a blueprint, if any.
+fn email_mapping(doc: &Value) -> Option<&Value> {
+    entries(doc)
+        .iter()
+        .find(|e| e["model"].as_str() == Some(SCOPE_MAPPING_MODEL))
+}
+
+#[test]
+fn on_2025_10_and_newer_the_email_scope_says_verified_by_default() {
+    for (version, ..) in TARGETS {
+        let doc = blueprint_for(version, &[]);
+        let Some(mapping) = email_mapping(&doc) else {
+            assert!(
+                !has_own_email_mapping(version),
+                "{version}: no email mapping"
+            );
+            continue;
+        };
+        assert!(
+            has_own_email_mapping(version),
+            "{version}: an email mapping"
+        );
+        assert_eq!(mapping["id"].as_str(), Some("affine-email-mapping"));
+        assert_eq!(
+            mapping["identifiers"]["name"].as_str(),
+            Some("AFFiNE email (affine)")
+        );
+        let attrs = &mapping["attrs"];
+        assert_eq!(attrs["name"], mapping["identifiers"]["name"]);
+        assert_eq!(attrs["scope_name"].as_str(), Some("email"), "{version}");
+        assert!(
+            attrs["description"]
+                .as_str()
+                .unwrap()
+                .contains("AFFiNE 0.25.7"),
+            "the description says why"
+        );
+        let expression = attrs["expression"].as_str().unwrap();
+        assert!(
+            expression.contains("\"email\": request.user.email"),
+            "{expression}"
+        );
+        assert!(
+            expression.contains("\"email_verified\": True"),
+            "{expression}"
+        );
+    }
+    // Its own name per slug: two AFFiNE instances on one authentik keep their own.
+    let doc = blueprint_for("2026.8", &["--slug", "team"]);
+    assert_eq!(
+        email_mapping(&doc).unwrap()["identifiers"]["name"].as_str(),
+        Some("AFFiNE email (team)")
+    );
+}
+
+#[test]
+fn email_verified_attribute_reads_the_users_attribute_on_every_version() {
+    for version in ["2024.10.3", "2026.8"] {
+        let doc = blueprint_for(version, &["--email-verified", "attribute"]);
+        let expression = email_mapping(&doc).expect("an email mapping")["attrs"]["expression"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            expression.contains("request.user.attributes.get(\"email_verified\", False)"),
+            "{version}: {expression}"
+        );
+        assert_eq!(
+            provider_attrs(&doc)["property_mappings"][1],
+            yaml("!KeyOf affine-email-mapping"),
+            "{version}"
+        );
+    }
+}
+
+#[test]
+fn email_verified_authentik_keeps_the_managed_mapping_and_warns_where_affine_refuses_it() {
+    for (version, warns) in [("2025.8", false), ("2025.10", true), ("2026.8", true)] {
+        let r = Captured::of(&mut command(&[
+            "blueprint",
+            "--affine-url",
+            AFFINE,
+            "--authentik-version",
+            version,
+            "--email-verified",
+            "authentik",
+        ]));
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let doc = load_authentik_yaml(&r.stdout).unwrap();
+        assert!(email_mapping(&doc).is_none(), "{version}");
+        assert_eq!(
+            provider_attrs(&doc)["property_mappings"][1],
+            managed_scope("email")
+        );
+        assert_eq!(
+            r.stderr
+                .contains("AFFiNE 0.25.7 and newer refuse that login"),
+            warns,
+            "{version}: {}",
+            r.stderr
+        );
+    }
+    let r = Captured::of(&mut command(&[
+        "blueprint",
+        "--affine-url",
+        AFFINE,
+        "--email-verified",
+        "yes",
+    ]));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("--email-verified"), "{}", r.stderr);
+}
+
+#[test]
+fn scope_adds_to_openid_email_and_profile() {
+    let doc = blueprint_for("2025.8", &["--scope", "offline_access", "--scope", "email"]);
+    let expected: Vec<Value> = ["openid", "email", "profile", "offline_access"]
+        .iter()
+        .map(|s| managed_scope(s))
+        .collect();
+    assert_eq!(
+        attr(provider_attrs(&doc), "property_mappings"),
+        Some(&Value::Sequence(expected))
+    );
 }
 
 #[test]
@@ -606,11 +772,11 @@ fn group_adds_a_policy_binding_to_the_application_after_it() {
     let group = "affine users, #ops";
     for (version, ..) in TARGETS {
         let doc = blueprint_for(version, &["--group", group]);
-        let list = entries(&doc);
+        let list = object_entries(&doc);
         assert_eq!(list.len(), 3, "{version}");
         assert_eq!(list[1]["model"].as_str(), Some(APPLICATION_MODEL));
         let app_id = list[1]["id"].as_str().expect("the application has an id");
-        let binding = &list[2];
+        let binding = list[2];
         assert_eq!(binding["model"].as_str(), Some(BINDING_MODEL), "{version}");
         let ids = &binding["identifiers"];
         assert_eq!(
@@ -811,7 +977,7 @@ fn a_sub_path_callback_is_the_url_without_trailing_slash_plus_oauth_callback() {
             "{url}"
         );
         assert_eq!(
-            entries(&doc)[1]["attrs"]["meta_launch_url"].as_str(),
+            entry(&doc, "authentik_core.application")["attrs"]["meta_launch_url"].as_str(),
             Some("https://example.com/apps/affine")
         );
         let old = blueprint_for_url(url, "2024.6.4");
@@ -907,7 +1073,7 @@ fn a_newer_authentik_than_known_gets_the_newest_rules_and_one_warning() {
         assert!(warnings[0].contains(newest), "{}", warnings[0]);
         // The newest rules: 2026.5+'s grant_types, the list form of redirect_uris.
         let doc = load_authentik_yaml(&r.stdout).unwrap();
-        let provider = &doc["entries"][0]["attrs"];
+        let provider = provider_attrs(&doc);
         let grants: Vec<&str> = provider["grant_types"]
             .as_sequence()
             .map(|s| s.iter().filter_map(Value::as_str).collect())
@@ -1027,4 +1193,41 @@ fn blueprint_help_shows_examples() {
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn a_template_that_breaks_the_id_token_affine_verifies_is_refused() {
+    let builtin = builtin_template();
+    let signing = "      signing_key: !Find [authentik_crypto.certificatekeypair, [name, {{ signing_key | yaml }}]]\n";
+    let clear = "      encryption_key: null\n";
+    assert!(
+        builtin.contains(signing) && builtin.contains(clear),
+        "the built-in template changed: update this test"
+    );
+    // No signing key: authentik signs with HS256 and the client secret.
+    bad_template(&builtin.replace(signing, ""), "2026.8", "signing_key");
+    bad_template(
+        &builtin.replace(signing, "      signing_key: \"\"\n"),
+        "2026.8",
+        "HS256",
+    );
+    // An encryption key: authentik sends a JWE.
+    let encrypted = builtin.replace(
+        clear,
+        "      encryption_key: !Find [authentik_crypto.certificatekeypair, [name, {{ signing_key | yaml }}]]\n",
+    );
+    bad_template(&encrypted, "2026.8", "encryption_key");
+}
+
+#[test]
+fn a_template_that_keeps_the_managed_email_mapping_on_2025_10_is_refused() {
+    let builtin = builtin_template();
+    let own = "{%- if scope == \"email\" and email_mapping %}";
+    assert!(
+        builtin.contains(own),
+        "the built-in template changed: update this test"
+    );
+    let managed = builtin.replace(own, "{%- if false %}");
+    let stderr = bad_template(&managed, "2026.2", "email_verified");
+    assert!(stderr.contains("AFFiNE 0.25.7"), "{stderr}");
 }

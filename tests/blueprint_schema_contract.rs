@@ -89,6 +89,7 @@ impl Contract {
     fn new(schema: &Json) -> Self {
         let defs = &schema["$defs"];
         let models = [
+            "authentik_providers_oauth2.scopemapping",
             PROVIDER_MODEL,
             "authentik_core.application",
             "authentik_policies.policybinding",
@@ -174,6 +175,7 @@ fn with_placeholders(yaml: &Yaml, primary_keys: &BTreeMap<String, Json>) -> Json
             .collect(),
         Yaml::Mapping(map) => map
             .iter()
+            .filter(|(k, v)| !(v.is_null() && k.as_str().is_some_and(is_nullable_foreign_key)))
             .map(|(k, v)| {
                 let key = k.as_str().expect("keys are strings").to_string();
                 (key, with_placeholders(v, primary_keys))
@@ -181,6 +183,15 @@ fn with_placeholders(yaml: &Yaml, primary_keys: &BTreeMap<String, Json>) -> Json
             .collect::<serde_json::Map<_, _>>()
             .into(),
     }
+}
+
+/// authentik's schema generator writes a foreign key as `type: string, format: uuid` without
+/// `null`, though the model field is nullable and the serializer takes null (the recorded
+/// `PATCH /api/v3/providers/oauth2/<pk>/ {"encryption_key": null}` answered 200, and the
+/// importer validates with the same serializer). So an explicit null there is left out of
+/// what the schema sees, as if the field were not given.
+fn is_nullable_foreign_key(key: &str) -> bool {
+    key == "encryption_key"
 }
 
 /// The primary key type of each `id`-ed entry, as its `!KeyOf` resolves.
@@ -240,6 +251,15 @@ fn generated_blueprints_conform_to_authentiks_schema() {
     assert_eq!(checked, 7 * 3 * 2 + 4 * 2);
 }
 
+/// Where the entry of `model` sits in a generated blueprint (an email scope mapping may come
+/// first, on authentik 2025.10+).
+fn entry_mut<'a>(blueprint: &'a mut Json, model: &str) -> &'a mut Json {
+    blueprint["entries"]
+        .as_array_mut()
+        .and_then(|e| e.iter_mut().find(|e| e["model"] == json!(model)))
+        .unwrap_or_else(|| panic!("no {model} entry"))
+}
+
 /// The newest blueprint with `change` applied to it, and what the contract says.
 fn violations_after(contract: &Contract, change: impl FnOnce(&mut Json)) -> Vec<String> {
     let mut blueprint = generated(&["--group", "affine-users"]);
@@ -268,14 +288,14 @@ fn the_contract_refuses_attrs_the_models_definition_forbids() {
     let Some(schema) = schema() else { return };
     let contract = Contract::new(&schema);
     assert_refused(&contract, "client_type: banana", "client_type", |b| {
-        b["entries"][0]["attrs"]["client_type"] = json!("banana");
+        entry_mut(b, PROVIDER_MODEL)["attrs"]["client_type"] = json!("banana");
     });
     assert_refused(
         &contract,
         "redirect_uris as the old regex string",
         "redirect_uris",
         |b| {
-            b["entries"][0]["attrs"]["redirect_uris"] =
+            entry_mut(b, PROVIDER_MODEL)["attrs"]["redirect_uris"] =
                 json!(r"https://affine\.example\.com/oauth/callback");
         },
     );
@@ -284,26 +304,29 @@ fn the_contract_refuses_attrs_the_models_definition_forbids() {
         "redirect_uris without url",
         "redirect_uris",
         |b| {
-            b["entries"][0]["attrs"]["redirect_uris"] = json!([{"matching_mode": "strict"}]);
+            entry_mut(b, PROVIDER_MODEL)["attrs"]["redirect_uris"] =
+                json!([{"matching_mode": "strict"}]);
         },
     );
     assert_refused(&contract, "an unknown grant type", "grant_types", |b| {
-        b["entries"][0]["attrs"]["grant_types"] = json!(["authorization_code", "banana"]);
+        entry_mut(b, PROVIDER_MODEL)["attrs"]["grant_types"] =
+            json!(["authorization_code", "banana"]);
     });
     assert_refused(
         &contract,
         "a flow slug instead of !Find",
         "authorization_flow",
         |b| {
-            b["entries"][0]["attrs"]["authorization_flow"] =
+            entry_mut(b, PROVIDER_MODEL)["attrs"]["authorization_flow"] =
                 json!("default-provider-authorization-implicit-consent");
         },
     );
     assert_refused(&contract, "provider as a uuid", "provider", |b| {
-        b["entries"][1]["attrs"]["provider"] = json!(UUID);
+        entry_mut(b, "authentik_core.application")["attrs"]["provider"] = json!(UUID);
     });
     assert_refused(&contract, "binding target as an integer", "target", |b| {
-        b["entries"][2]["identifiers"]["target"] = json!(INTEGER_PK);
+        entry_mut(b, "authentik_policies.policybinding")["identifiers"]["target"] =
+            json!(INTEGER_PK);
     });
 }
 
@@ -312,7 +335,7 @@ fn the_contract_refuses_an_unknown_model() {
     let Some(schema) = schema() else { return };
     let contract = Contract::new(&schema);
     let violations = violations_after(&contract, |b| {
-        b["entries"][1]["model"] = json!("authentik_core.banana");
+        entry_mut(b, "authentik_core.application")["model"] = json!("authentik_core.banana");
     });
     assert!(
         violations.iter().any(|v| v.starts_with("document ")),

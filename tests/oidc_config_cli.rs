@@ -122,8 +122,9 @@ fn blueprint_client_id(affine_url: &str, slug: &str) -> String {
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let doc: serde_yaml::Value = serde_yaml::from_str(&r.stdout).unwrap();
-    doc["entries"][0]["attrs"]["client_id"]
-        .as_str()
+    doc["entries"]
+        .as_sequence()
+        .and_then(|e| e.iter().find_map(|e| e["attrs"]["client_id"].as_str()))
         .expect("the blueprint has a client_id")
         .to_string()
 }

@@ -13,7 +13,7 @@ use crate::atomic_file::{self, WriteOptions};
 use crate::authentik::blueprint_instance::{self, Wanted};
 use crate::authentik::client::AuthentikClient;
 use crate::authentik::references::Reference;
-use crate::blueprint::options::DEFAULT_SECRET_ENV;
+use crate::blueprint::options::{EmailVerified, DEFAULT_SECRET_ENV};
 use crate::blueprint::{self, BlueprintOptions, SecretChoice, SecretSource};
 use crate::error::{Error, Result};
 use crate::names::NameStyle;
@@ -41,6 +41,9 @@ pub static SPEC: Spec = Spec {
             .default("\"default-provider-invalidation-flow\""),
         Param::new("signing_key", Kind::Str).default("\"authentik Self-signed Certificate\""),
         Param::new("scopes", Kind::List),
+        Param::new("email_verified", Kind::Str)
+            .default("\"true\"")
+            .choices(&["true", "attribute", "authentik"]),
         Param::new("group", Kind::Str),
         Param::new("authentik_version", Kind::Str),
         Param::new("template", Kind::Path),
@@ -97,7 +100,10 @@ fn options(params: &Params, version: Option<String>) -> Result<BlueprintOptions>
     o.group = params.str("group");
     o.template = params.str("template").map(PathBuf::from);
     if let Some(scopes) = params.list("scopes") {
-        o.scopes = scopes;
+        o.extra_scopes = scopes;
+    }
+    if let Some(mode) = params.str("email_verified") {
+        o.email_verified = EmailVerified::parse("email_verified", &mode)?;
     }
     if let Some(v) = version {
         o.authentik_version = v;

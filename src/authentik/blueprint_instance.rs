@@ -83,10 +83,12 @@ pub fn reconcile(
         .as_ref()
         .filter(|i| !matches!(i.status.as_str(), "successful" | "warning"));
     let changed = content_changed || unapplied.is_some();
+    let mut warnings = Vec::new();
     if changed {
         // Also in check mode: a run that would fail should say so before it is run for real.
         let references = find_references(&rendered.yaml);
         check_references(client, rendered.spec.version, &references, parameter_of)?;
+        warnings.extend(encryption_key_warning(client, rendered, check_mode)?);
     }
     if changed && !check_mode {
         let instance = match &current {
@@ -116,10 +118,65 @@ pub fn reconcile(
     Ok(Outcome {
         changed,
         msg,
-        warnings: Vec::new(),
+        warnings,
         before,
         after: wanted_content.to_string(),
     })
+}
+
+/// A provider with an encryption key sends AFFiNE an encrypted id_token it cannot verify.
+/// authentik keeps a key set by hand unless the blueprint says `encryption_key: null`, as
+/// the built-in template does: say that it goes (or, for a template that leaves it out,
+/// that it stays).
+fn encryption_key_warning(
+    client: &AuthentikClient,
+    rendered: &blueprint::Rendered,
+    check_mode: bool,
+) -> Result<Option<String>> {
+    let Some(provider) = client.provider_for_application(rendered.spec.slug.as_str())? else {
+        return Ok(None);
+    };
+    if provider
+        .get("encryption_key")
+        .is_none_or(serde_json::Value::is_null)
+    {
+        return Ok(None);
+    }
+    let name = provider
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    Ok(Some(if clears_encryption_key(&rendered.yaml) {
+        format!(
+            "the provider {name:?} had an encryption key, which makes authentik encrypt the id_token and AFFiNE refuse the login; the blueprint {} it",
+            if check_mode { "would remove" } else { "removed" }
+        )
+    } else {
+        format!(
+            "the provider {name:?} has an encryption key, which makes authentik encrypt the id_token and AFFiNE refuse the login, and this template leaves it: add `encryption_key: null` to the provider's attrs"
+        )
+    }))
+}
+
+/// Whether the blueprint's provider entry says `encryption_key: null`.
+fn clears_encryption_key(yaml: &str) -> bool {
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(yaml) else {
+        return false;
+    };
+    doc.get("entries")
+        .and_then(serde_yaml::Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.get("model").and_then(serde_yaml::Value::as_str)
+                == Some(blueprint::check::PROVIDER_MODEL)
+        })
+        .any(|e| {
+            e.get("attrs")
+                .and_then(|a| a.as_mapping())
+                .and_then(|a| a.get("encryption_key"))
+                .is_some_and(serde_yaml::Value::is_null)
+        })
 }
 
 fn remove(
@@ -243,7 +300,8 @@ mod tests {
         o.group = Some("staff".into());
         let yaml = blueprint::build(&o).unwrap().yaml;
         let removal = absent_blueprint(&yaml).unwrap();
-        assert_eq!(removal.matches("state: absent").count(), 2, "{removal}");
+        // The email scope mapping, the provider and the application.
+        assert_eq!(removal.matches("state: absent").count(), 3, "{removal}");
         assert!(!removal.contains(blueprint::check::BINDING_MODEL));
         assert!(!removal.contains("attrs"), "{removal}");
         assert!(!removal.contains("!KeyOf"), "{removal}");

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub const PROVIDER_MODEL: &str = "authentik_providers_oauth2.oauth2provider";
 pub const APPLICATION_MODEL: &str = "authentik_core.application";
 pub const BINDING_MODEL: &str = "authentik_policies.policybinding";
+pub const SCOPE_MAPPING_MODEL: &str = "authentik_providers_oauth2.scopemapping";
 
 fn problem(msg: impl std::fmt::Display) -> Error {
     Error::usage(format!("the rendered blueprint is not usable: {msg}"))
@@ -107,6 +108,8 @@ pub fn check(yaml: &str, spec: &BlueprintSpec) -> Result<()> {
         }
     }
     check_redirect_uris(get(attrs, "redirect_uris").unwrap_or(&Value::Null), spec)?;
+    check_keys(attrs)?;
+    check_email_mapping(entries, attrs, spec)?;
 
     let application_index = entries
         .iter()
@@ -150,6 +153,65 @@ pub fn check(yaml: &str, spec: &BlueprintSpec) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// AFFiNE 0.25.7+ verifies the id_token's RS256 signature against the JWKS: without a
+/// signing key authentik signs with HS256 and the client secret, and with an encryption key
+/// it sends an encrypted token (JWE). AFFiNE refuses both ("Invalid auth state").
+fn check_keys(attrs: &Value) -> Result<()> {
+    let signing_key = get(attrs, "signing_key");
+    let empty = match signing_key {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.trim().is_empty(),
+        Some(_) => false,
+    };
+    if empty {
+        return Err(problem(
+            "attrs.signing_key is empty: authentik then signs id_tokens with HS256 and the client secret, which AFFiNE refuses; find a certificate key pair (signing_key)",
+        ));
+    }
+    match get(attrs, "encryption_key") {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => Err(problem(
+            "attrs.encryption_key is set: authentik then encrypts the id_token (JWE), which AFFiNE cannot verify; leave it `null`",
+        )),
+    }
+}
+
+/// When the spec brings its own `email` mapping, the provider must use it and not the
+/// managed one (whose `email_verified: false` AFFiNE 0.25.7+ refuses).
+fn check_email_mapping(entries: &[Value], attrs: &Value, spec: &BlueprintSpec) -> Result<()> {
+    if spec.email_mapping.is_none() {
+        return Ok(());
+    }
+    let mapping_ids: Vec<&str> = entries
+        .iter()
+        .filter(|e| get(e, "model").and_then(Value::as_str) == Some(SCOPE_MAPPING_MODEL))
+        .filter(|e| {
+            get(e, "attrs")
+                .and_then(|a| get(a, "scope_name"))
+                .and_then(Value::as_str)
+                == Some("email")
+        })
+        .filter_map(|e| get(e, "id").and_then(Value::as_str))
+        .collect();
+    let uses_own = get(attrs, "property_mappings")
+        .and_then(Value::as_sequence)
+        .is_some_and(|items| {
+            items.iter().any(|item| match item {
+                Value::Tagged(t) if tag_of(item).as_deref() == Some("KeyOf") => {
+                    t.value.as_str().is_some_and(|id| mapping_ids.contains(&id))
+                }
+                _ => false,
+            })
+        });
+    if uses_own {
+        return Ok(());
+    }
+    Err(problem(format!(
+        "the provider does not use a {SCOPE_MAPPING_MODEL} entry for scope email (by !KeyOf): authentik {}'s managed email mapping says email_verified: false, which AFFiNE 0.25.7+ refuses; add the entry (see the built-in template), or choose email_verified authentik",
+        spec.version
+    )))
 }
 
 fn check_redirect_uris(value: &Value, spec: &BlueprintSpec) -> Result<()> {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::authentik_version::DEFAULT_VERSION;
+use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 pub const DEFAULT_SLUG: &str = "affine";
@@ -24,9 +25,42 @@ pub fn default_provider_name(slug: &str) -> String {
 pub const DEFAULT_AUTHORIZATION_FLOW: &str = "default-provider-authorization-implicit-consent";
 pub const DEFAULT_INVALIDATION_FLOW: &str = "default-provider-invalidation-flow";
 pub const DEFAULT_SIGNING_KEY: &str = "authentik Self-signed Certificate";
+/// The scopes AFFiNE asks for (its default `openid profile email`): always in the blueprint.
 pub const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 /// The environment variable authentik reads the client secret from, by default.
 pub const DEFAULT_SECRET_ENV: &str = "AFFINE_OIDC_CLIENT_SECRET";
+
+/// What the provider's `email` scope tells AFFiNE in `email_verified`.
+///
+/// AFFiNE 0.25.7+ refuses a login whose `email_verified` is false, and authentik's managed
+/// `email` mapping sends false from 2025.10 (true before). So by default the blueprint
+/// brings its own mapping for the `email` scope on 2025.10+.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmailVerified {
+    /// `email_verified: true` for every user, what authentik sent before 2025.10.
+    #[default]
+    True,
+    /// The user's attribute `email_verified` (for sites whose enrollment verifies addresses).
+    Attribute,
+    /// authentik's managed mapping unchanged (false on 2025.10+: AFFiNE 0.25.7+ refuses).
+    Authentik,
+}
+
+impl EmailVerified {
+    pub const NAMES: [&'static str; 3] = ["true", "attribute", "authentik"];
+
+    pub fn parse(what: &str, value: &str) -> Result<Self> {
+        match value {
+            "true" => Ok(EmailVerified::True),
+            "attribute" => Ok(EmailVerified::Attribute),
+            "authentik" => Ok(EmailVerified::Authentik),
+            other => Err(Error::usage(format!(
+                "{what} {other:?} is not one of {}",
+                Self::NAMES.join(", ")
+            ))),
+        }
+    }
+}
 
 /// Where the provider's client secret comes from when authentik applies the blueprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +86,9 @@ pub struct BlueprintOptions {
     pub authorization_flow: String,
     pub invalidation_flow: String,
     pub signing_key: String,
-    pub scopes: Vec<String>,
+    /// Scopes besides openid, email and profile, which AFFiNE always asks for.
+    pub extra_scopes: Vec<String>,
+    pub email_verified: EmailVerified,
     pub group: Option<String>,
     pub authentik_version: String,
     pub template: Option<PathBuf>,
@@ -72,7 +108,8 @@ impl BlueprintOptions {
             authorization_flow: DEFAULT_AUTHORIZATION_FLOW.into(),
             invalidation_flow: DEFAULT_INVALIDATION_FLOW.into(),
             signing_key: DEFAULT_SIGNING_KEY.into(),
-            scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            extra_scopes: Vec::new(),
+            email_verified: EmailVerified::default(),
             group: None,
             authentik_version: DEFAULT_VERSION.into(),
             template: None,

@@ -8,6 +8,7 @@
 use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
+use crate::blueprint::options::EmailVerified;
 use crate::blueprint::spec::{BlueprintSpec, SecretSource};
 use crate::error::{Error, Result};
 
@@ -29,6 +30,16 @@ struct SecretValue<'a> {
     value: &'a str,
 }
 
+/// The blueprint's own `email` scope mapping; the template uses it in place of authentik's
+/// managed one.
+#[derive(Serialize)]
+struct EmailMappingValue<'a> {
+    name: &'a str,
+    description: &'static str,
+    /// `true` or `attribute`: where `email_verified` comes from.
+    verified_from: &'static str,
+}
+
 #[derive(Serialize)]
 struct Context<'a> {
     generator_version: &'static str,
@@ -48,6 +59,7 @@ struct Context<'a> {
     invalidation_flow: &'a str,
     signing_key: &'a str,
     scopes: &'a [String],
+    email_mapping: Option<EmailMappingValue<'a>>,
     group: Option<&'a str>,
     features: Features,
 }
@@ -89,6 +101,14 @@ fn context(spec: &BlueprintSpec) -> Context<'_> {
         invalidation_flow: &spec.invalidation_flow,
         signing_key: &spec.signing_key,
         scopes: &spec.scopes,
+        email_mapping: spec.email_mapping.as_ref().map(|m| EmailMappingValue {
+            name: &m.name,
+            description: m.description(),
+            verified_from: match m.email_verified {
+                EmailVerified::Attribute => "attribute",
+                _ => "true",
+            },
+        }),
         group: spec.group.as_deref(),
         features: Features {
             redirect_uris_list: spec.version.redirect_uris_as_list(),

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use crate::authentik_version::AuthentikVersion;
-use crate::blueprint::options::{default_provider_name, BlueprintOptions, SecretChoice};
+use crate::blueprint::options::{
+    default_provider_name, BlueprintOptions, EmailVerified, SecretChoice, DEFAULT_SCOPES,
+};
 use crate::error::{Error, Result};
 use crate::names::NameStyle;
 use crate::oidc_client::resolve_client_id;
@@ -30,12 +32,33 @@ pub struct BlueprintSpec {
     pub authorization_flow: String,
     pub invalidation_flow: String,
     pub signing_key: String,
-    /// Scope names (`openid`), mapped to authentik's managed scope mappings by the template.
+    /// Scope names (`openid`), mapped to authentik's managed scope mappings by the template;
+    /// openid, email and profile first.
     pub scopes: Vec<String>,
+    /// The blueprint's own mapping for the `email` scope, in place of the managed one.
+    pub email_mapping: Option<EmailMapping>,
     pub group: Option<String>,
     pub version: AuthentikVersion,
     /// A user template: its path (for messages) and its text.
     pub template: Option<(PathBuf, String)>,
+}
+
+/// A scope mapping for `email` that the blueprint creates (see [`EmailVerified`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailMapping {
+    /// Its name, the entry's identifier: one per slug, so two AFFiNE instances on one
+    /// authentik keep their own.
+    pub name: String,
+    pub email_verified: EmailVerified,
+}
+
+impl EmailMapping {
+    pub fn description(&self) -> &'static str {
+        match self.email_verified {
+            EmailVerified::Attribute => "Email address for AFFiNE, verified as the user's attribute email_verified says (AFFiNE 0.25.7+ refuses unverified addresses)",
+            _ => "Email address for AFFiNE, marked verified: AFFiNE 0.25.7+ refuses a login whose email_verified is false, which authentik's managed mapping sends since 2025.10",
+        }
+    }
 }
 
 impl BlueprintSpec {
@@ -133,18 +156,14 @@ impl BlueprintSpec {
             }
         };
 
-        // The CLI repeats `--scope NAME`; the module takes a list `scopes`.
+        // The CLI repeats `--scope NAME`; the module takes a list `scopes`. Both add to
+        // the three AFFiNE always asks for: a provider without them is a login that cannot work.
         let scope_input = match names {
             NameStyle::Cli => "--scope",
             NameStyle::Module => "scopes",
         };
-        if o.scopes.is_empty() {
-            return Err(Error::usage(format!(
-                "{scope_input} needs at least one scope (openid)"
-            )));
-        }
-        let mut scopes: Vec<String> = Vec::new();
-        for scope in &o.scopes {
+        let mut scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect();
+        for scope in &o.extra_scopes {
             if scope.is_empty()
                 || !scope
                     .chars()
@@ -159,13 +178,24 @@ impl BlueprintSpec {
                 scopes.push(scope.clone());
             }
         }
-        for needed in ["openid", "email"] {
-            if !scopes.iter().any(|s| s == needed) {
-                warnings.push(format!(
-                    "the scopes lack {needed:?}: AFFiNE asks for it and needs the user's e-mail to sign in"
-                ));
+
+        let email_mapping = match o.email_verified {
+            EmailVerified::True if !version.managed_email_mapping_sends_unverified() => None,
+            EmailVerified::Authentik => {
+                if version.managed_email_mapping_sends_unverified() {
+                    warnings.push(format!(
+                        "{} authentik: authentik {version}'s managed email mapping sends email_verified: false, and AFFiNE 0.25.7 and newer refuse that login (\"Email for this account is not verified\"); use {} true or attribute unless your users' addresses are verified in authentik",
+                        n("email_verified"),
+                        n("email_verified")
+                    ));
+                }
+                None
             }
-        }
+            mode => Some(EmailMapping {
+                name: format!("AFFiNE email ({})", slug.as_str()),
+                email_verified: mode,
+            }),
+        };
 
         let template = match &o.template {
             Some(path) => {
@@ -190,6 +220,7 @@ impl BlueprintSpec {
                 invalidation_flow: o.invalidation_flow.clone(),
                 signing_key: o.signing_key.clone(),
                 scopes,
+                email_mapping,
                 group: o.group.clone(),
                 version,
                 template,
@@ -266,7 +297,46 @@ mod tests {
         o.client_secret = SecretChoice::Env("1BAD".into());
         assert!(BlueprintSpec::from_options(&o).is_err());
         let mut o = BlueprintOptions::new("https://affine.example.com");
-        o.scopes = vec!["openid email".into()];
+        o.extra_scopes = vec!["openid email".into()];
         assert!(BlueprintSpec::from_options(&o).is_err());
+    }
+
+    #[test]
+    fn extra_scopes_add_to_the_three_affine_asks_for() {
+        let mut o = BlueprintOptions::new("https://affine.example.com");
+        o.extra_scopes = vec!["offline_access".into(), "email".into()];
+        let (spec, _) = BlueprintSpec::from_options(&o).unwrap();
+        assert_eq!(
+            spec.scopes,
+            ["openid", "email", "profile", "offline_access"]
+        );
+    }
+
+    #[test]
+    fn the_email_mapping_comes_with_2025_10_or_when_the_attribute_is_asked_for() {
+        let spec_for = |version: &str, mode: EmailVerified| {
+            let mut o = BlueprintOptions::new("https://affine.example.com");
+            o.authentik_version = version.into();
+            o.email_verified = mode;
+            BlueprintSpec::from_options(&o).unwrap()
+        };
+        let (spec, warnings) = spec_for("2025.10.0", EmailVerified::True);
+        assert_eq!(spec.email_mapping.unwrap().name, "AFFiNE email (affine)");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(spec_for("2025.8.3", EmailVerified::True)
+            .0
+            .email_mapping
+            .is_none());
+        assert!(spec_for("2024.10.2", EmailVerified::Attribute)
+            .0
+            .email_mapping
+            .is_some());
+        let (spec, warnings) = spec_for("2026.2.2", EmailVerified::Authentik);
+        assert!(spec.email_mapping.is_none());
+        assert!(
+            warnings.iter().any(|w| w.contains("AFFiNE 0.25.7")),
+            "{warnings:?}"
+        );
+        assert!(spec_for("2025.8.3", EmailVerified::Authentik).1.is_empty());
     }
 }

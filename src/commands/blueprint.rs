@@ -1,14 +1,14 @@
 use std::io::Write;
 
 use crate::atomic_file::{self, WriteOptions};
-use crate::blueprint::options::DEFAULT_SECRET_ENV;
+use crate::blueprint::options::{EmailVerified, DEFAULT_SECRET_ENV};
 use crate::blueprint::{self, BlueprintOptions, SecretChoice, SecretSource};
 use crate::cli::BlueprintArgs;
 use crate::commands::warn;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
-pub fn options_from_args(args: &BlueprintArgs) -> BlueprintOptions {
+pub fn options_from_args(args: &BlueprintArgs) -> Result<BlueprintOptions> {
     let mut o = BlueprintOptions::new(&args.affine_url);
     o.slug = args.slug.clone();
     o.name = args.name.clone();
@@ -29,17 +29,16 @@ pub fn options_from_args(args: &BlueprintArgs) -> BlueprintOptions {
     o.authorization_flow = args.authorization_flow.clone();
     o.invalidation_flow = args.invalidation_flow.clone();
     o.signing_key = args.signing_key.clone();
-    if !args.scopes.is_empty() {
-        o.scopes = args.scopes.clone();
-    }
+    o.extra_scopes = args.scopes.clone();
     o.group = args.group.clone();
     o.authentik_version = args.authentik_version.clone();
     o.template = args.template.clone();
-    o
+    o.email_verified = EmailVerified::parse("--email-verified", &args.email_verified)?;
+    Ok(o)
 }
 
 pub fn run(args: &BlueprintArgs) -> Result<()> {
-    let rendered = blueprint::build(&options_from_args(args))?;
+    let rendered = blueprint::build(&options_from_args(args)?)?;
     for w in &rendered.warnings {
         warn(w);
     }
