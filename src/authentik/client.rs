@@ -100,7 +100,9 @@ impl AuthentikClient {
                 self.what()
             )));
         }
-        if text.trim().is_empty() {
+        // Django's own 404 page (a route this authentik does not have) is HTML: the caller
+        // decides what a missing route means.
+        if text.trim().is_empty() || (status == 404 && !text.trim_start().starts_with('{')) {
             return Ok((status, Value::Null));
         }
         let body = serde_json::from_str(&text).map_err(|_| {
@@ -119,8 +121,9 @@ impl AuthentikClient {
         if status == 405 && body.is_null() {
             return Err(Error::failed(format!(
                 "{} could not {doing}: it answered HTTP 405 with an empty page, which is authentik's own error page for a request that crashed on its side (its error view serves only GET), not a refusal of the method. \
-                 It usually means authentik could not read the blueprint (content that is not valid YAML), or failed while logging why an entry is invalid \
-                 (an object the blueprint finds with !Find that does not exist, e.g. a group); authentik's server log shows the cause as a system_exception event",
+                 It usually means authentik could not read the blueprint (content that is not valid YAML), or, on authentik 2025.2 and newer, that an entry is invalid \
+                 and authentik crashed while logging why (an entry that refers to an earlier one with !KeyOf: an object its !Find did not find, such as a group, or a value a custom template sets that authentik refuses); \
+                 authentik's server log shows the cause as a system_exception event, and the same blueprint on a file in authentik's blueprints directory shows its logs under System > Blueprints",
                 self.what()
             )));
         }
