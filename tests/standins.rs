@@ -287,28 +287,46 @@ fn affine_validate_app_config_operation_type_follows_the_version() {
 }
 
 #[test]
-fn affine_0_20_has_no_app_config_but_answers_server_config() {
-    let affine = AffineStandin::start(AffineOptions::new("0.20.0"));
-    let (status, body) = gql(
-        &affine.url(),
-        Some(&affine.session_token_for_admin()),
-        APP_CONFIG,
-        json!({}),
-    );
-    assert_eq!(status, 400);
-    assert_eq!(error_name(&body), "GRAPHQL_BAD_REQUEST");
-    assert!(body["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("Cannot query field \"appConfig\""));
-    let (status, body) = gql(
-        &affine.url(),
-        None,
-        "{ serverConfig { version } }",
-        json!({}),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(body["data"]["serverConfig"]["version"], "0.20.0");
+fn affine_0_20_masks_what_it_lacks_and_answers_server_config_version() {
+    // As a real 0.17 answers: any field it lacks gives a bare "Internal Server Error",
+    // HTTP 400, no `name`; `serverConfig { version }` always works; `oauthProviders`
+    // exists only while the OAuth plugin is on.
+    let masked = json!({"errors": [{
+        "message": "Internal Server Error",
+        "extensions": {"code": "Internal Server Error", "status": 500},
+    }]});
+    for oauth_plugin in [false, true] {
+        let mut opts = AffineOptions::new("0.20.0");
+        opts.oauth_plugin = oauth_plugin;
+        let affine = AffineStandin::start(opts);
+        let (status, body) = gql(
+            &affine.url(),
+            Some(&affine.session_token_for_admin()),
+            APP_CONFIG,
+            json!({}),
+        );
+        assert_eq!((status, &body), (400, &masked));
+        let (status, body) = gql(
+            &affine.url(),
+            None,
+            "{ serverConfig { version } }",
+            json!({}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(body["data"]["serverConfig"]["version"], "0.20.0");
+        let (status, body) = gql(
+            &affine.url(),
+            None,
+            "{ serverConfig { oauthProviders } }",
+            json!({}),
+        );
+        if oauth_plugin {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["data"]["serverConfig"]["oauthProviders"], json!([]));
+        } else {
+            assert_eq!((status, &body), (400, &masked));
+        }
+    }
 }
 
 #[test]
