@@ -687,9 +687,13 @@ fn affine_0_25_discovers_once_with_a_double_slash_for_a_trailing_slash_issuer() 
     assert!(body.get("errors").is_none(), "{body}");
     assert_eq!(oauth_providers(&affine.url()), vec!["OIDC"]);
     let fetched: Vec<String> = ak.requests().iter().map(|r| r.path.clone()).collect();
+    // authentik's front router answers the doubled slash with a 301, which AFFiNE follows.
     assert_eq!(
         fetched,
-        vec!["/application/o/affine//.well-known/openid-configuration"]
+        vec![
+            "/application/o/affine//.well-known/openid-configuration",
+            "/application/o/affine/.well-known/openid-configuration"
+        ]
     );
 }
 
@@ -1044,26 +1048,24 @@ fn authentik_blueprint_instance_create_list_apply_and_discovery() {
     .unwrap();
     assert_eq!(mappings["results"][0]["pk"], managed);
 
-    for path in [
-        "/application/o/affine/.well-known/openid-configuration",
-        "/application/o/affine//.well-known/openid-configuration",
-    ] {
-        let doc: Value = client()
-            .get(format!("{}{path}", ak.url()))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        assert_eq!(doc["issuer"], format!("{}/application/o/affine/", ak.url()));
-        assert_eq!(
-            doc["authorization_endpoint"],
-            format!("{}/application/o/authorize/", ak.url())
-        );
-        assert_eq!(
-            doc["jwks_uri"],
-            format!("{}/application/o/affine/jwks/", ak.url())
-        );
-    }
+    let doc: Value = client()
+        .get(format!(
+            "{}/application/o/affine/.well-known/openid-configuration",
+            ak.url()
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(doc["issuer"], format!("{}/application/o/affine/", ak.url()));
+    assert_eq!(
+        doc["authorization_endpoint"],
+        format!("{}/application/o/authorize/", ak.url())
+    );
+    assert_eq!(
+        doc["jwks_uri"],
+        format!("{}/application/o/affine/jwks/", ak.url())
+    );
     let missing = client()
         .get(format!(
             "{}/application/o/nope/.well-known/openid-configuration",
@@ -1072,6 +1074,58 @@ fn authentik_blueprint_instance_create_list_apply_and_discovery() {
         .send()
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
+}
+
+/// A client that shows a redirect instead of following it.
+fn no_redirects() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn authentik_front_router_redirects_a_doubled_slash_and_django_alone_answers_404() {
+    let ak = authentik_with_provider("2026.2.2");
+    let doubled = format!(
+        "{}/application/o/affine//.well-known/openid-configuration",
+        ak.url()
+    );
+    // The Go router in front (the default): 301 to the cleaned path, relative, no body.
+    let resp = no_redirects().get(&doubled).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        "/application/o/affine/.well-known/openid-configuration"
+    );
+    // Anywhere in the path, before the token is looked at; the query string is kept.
+    // (`.`/`..` segments cannot be tested over HTTP here: the URL parser resolves them first.)
+    let resp = no_redirects()
+        .get(format!(
+            "{}/api//v3/core//applications/?slug=affine",
+            ak.url()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        "/api/v3/core/applications/?slug=affine"
+    );
+    // Following it lands on the document.
+    let doc: Value = client().get(&doubled).send().unwrap().json().unwrap();
+    assert_eq!(doc["issuer"], format!("{}/application/o/affine/", ak.url()));
+
+    // Django reached directly: its HTML 404 page.
+    ak.set_front_router(false);
+    let resp = no_redirects().get(&doubled).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
 }
 
 #[test]

@@ -143,6 +143,15 @@ impl AuthentikStandin {
         lock(&self.inner.state).issuer_override = issuer;
     }
 
+    /// `true` (the default): authentik's Go front router is in front, as in every real install,
+    /// and a path with `//`, `.` or `..` segments is answered with a 301 to the cleaned path
+    /// (what AFFiNE's `<issuer>/.well-known/...` with a trailing-slash issuer meets).
+    /// `false`: Django reached directly (e.g. gunicorn behind a plain proxy): such a path is
+    /// an HTML 404.
+    pub fn set_front_router(&self, in_front: bool) {
+        lock(&self.inner.state).front_router = in_front;
+    }
+
     /// `false`: every discovery document answers 503 (the IdP is down behind its proxy).
     pub fn set_discovery_available(&self, available: bool) {
         lock(&self.inner.state).discovery_available = available;
@@ -362,6 +371,8 @@ struct State {
     applied_count: usize,
     issuer_override: Option<String>,
     discovery_available: bool,
+    /// `true`: authentik's Go router is in front (what users run); `false`: Django directly.
+    front_router: bool,
 }
 
 struct Inner {
@@ -384,6 +395,7 @@ impl Inner {
                 applied_count: 0,
                 issuer_override: None,
                 discovery_available: true,
+                front_router: true,
                 apply_delay: None,
                 queued_applies: Vec::new(),
             }),
@@ -521,6 +533,14 @@ fn not_found() -> Response {
     detail(404, "Not found.")
 }
 
+/// authentik's HTML "Not Found" page (Django's 404 outside the API).
+fn not_found_page() -> Response {
+    Response::html(
+        404,
+        "<!DOCTYPE html>\n<html><head><title>Not Found</title></head><body><h1>Not Found</h1><a href=\"/\">Go home</a><p>Powered by authentik</p></body></html>",
+    )
+}
+
 /// authentik's list pagination.
 fn paginated(results: Vec<Value>) -> Response {
     let n = results.len();
@@ -541,23 +561,47 @@ fn paginated(results: Vec<Value>) -> Response {
     )
 }
 
-/// authentik's router cleans paths, so `//` equals `/`.
+/// gorilla/mux's `cleanPath`, which authentik's Go front router runs on every request before
+/// routing: Go's `path.Clean` (doubled slashes collapsed, `.` and `..` segments resolved,
+/// rooted), with a trailing slash put back. A path that changes is answered with a 301 to the
+/// cleaned one, never served.
 fn clean_path(p: &str) -> String {
-    let mut out = String::with_capacity(p.len());
-    let mut prev_slash = false;
-    for c in p.chars() {
-        if c == '/' && prev_slash {
-            continue;
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
         }
-        prev_slash = c == '/';
-        out.push(c);
+    }
+    let mut out = format!("/{}", segs.join("/"));
+    if p.ends_with('/') && out != "/" {
+        out.push('/');
     }
     out
 }
 
 impl Service for Inner {
     fn handle(&self, req: &Request) -> Response {
-        let path = clean_path(req.path_only());
+        let raw = req.path_only();
+        let cleaned = clean_path(raw);
+        if cleaned != raw {
+            if lock(&self.state).front_router {
+                // gorilla/mux answers with the cleaned path, relative, query kept, no body
+                // (recorded: 2026.2.2/37-oidc-discovery-double-slash-go-router-mimic.json).
+                let location = match req.path.split_once('?') {
+                    Some((_, q)) => format!("{cleaned}?{q}"),
+                    None => cleaned,
+                };
+                return Response::empty(301).with_header("Location", &location);
+            }
+            // Django reached directly matches no URL pattern with an empty segment and shows
+            // its HTML 404 page (recorded: 36-oidc-discovery-double-slash-django.json).
+            return not_found_page();
+        }
+        let path = raw.to_string();
         if path.starts_with("/api/v3/") {
             if let Err(resp) = self.check_token(req) {
                 return resp;
@@ -573,11 +617,11 @@ impl Service for Inner {
                 if self.oidc_application(slug).is_some() {
                     Response::json(200, &json!({"keys": []}))
                 } else {
-                    not_found()
+                    not_found_page()
                 }
             }
             ("GET", ["-", "health", "live" | "ready"]) => Response::empty(200),
-            _ => Response::html(404, "<html><body><h1>Not Found</h1></body></html>"),
+            _ => not_found_page(),
         }
     }
 
@@ -815,7 +859,7 @@ impl Inner {
             );
         }
         let Some(provider) = self.oidc_application(slug) else {
-            return not_found();
+            return not_found_page();
         };
         let url = &self.url;
         let issuer = lock(&self.state)
