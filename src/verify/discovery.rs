@@ -182,14 +182,23 @@ pub fn check_discovery(http: &Client, issuer: &str) -> (Check, Option<Value>) {
                 (check, None)
             }
         }
-        Err(why) => (
-            Check::fail(
-                "discovery",
-                format!("cannot get {url}: {why}"),
+        Err(why) => {
+            let mut fix = String::from(
                 "check the issuer (authentik: <authentik>/application/o/<slug>/ with the application's slug), that the blueprint is applied in authentik, and that AFFiNE's server can reach the issuer",
-            ),
-            None,
-        ),
+            );
+            // The doubled slash itself refused: Django without authentik's front router
+            // (which would answer 301 to the cleaned path) does exactly that.
+            if why == "HTTP 404" && url.contains("//.well-known/") {
+                fix.push_str(
+                    "; an authentik reached without its front router (Django alone) answers the doubled slash AFFiNE builds with 404: \
+                     put authentik's server (its Go router) in front, or give AFFiNE the issuer without its trailing slash (AFFiNE compares issuers ignoring it)",
+                );
+            }
+            (
+                Check::fail("discovery", format!("cannot get {url}: {why}"), fix),
+                None,
+            )
+        }
     }
 }
 
