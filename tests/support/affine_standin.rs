@@ -338,8 +338,10 @@ impl Inner {
     fn new(opts: AffineOptions, url: &str, me: Weak<Inner>) -> Self {
         let version = parse_version(&opts.version);
         let oauth = version >= (0, 21, 0) || opts.oauth_plugin;
-        let schema = Schema::parse_and_validate(schema_sdl(version, oauth), "affine-standin.graphql")
-            .expect("the stand-in's schema is valid");
+        let http = discovery_client(opts_ssrf_guard(&opts, version));
+        let schema =
+            Schema::parse_and_validate(schema_sdl(version, oauth), "affine-standin.graphql")
+                .expect("the stand-in's schema is valid");
         let mut users = Vec::new();
         if !opts.admin_email.is_empty() {
             users.push(User {
@@ -369,7 +371,7 @@ impl Inner {
                 ..State::default()
             }),
             stop: AtomicBool::new(false),
-            http: discovery_client(opts_ssrf_guard(&opts, version)),
+            http,
             me,
         }
     }
@@ -390,9 +392,7 @@ fn opts_ssrf_guard(opts: &AffineOptions, version: (u32, u32, u32)) -> bool {
 fn discovery_client(ssrf_guard: bool) -> reqwest::blocking::Client {
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_DISCOVERY_REDIRECTS {
-            return attempt.error(format!(
-                "more than {MAX_DISCOVERY_REDIRECTS} redirects"
-            ));
+            return attempt.error(format!("more than {MAX_DISCOVERY_REDIRECTS} redirects"));
         }
         if ssrf_guard {
             if let Err(why) = ssrf_check(attempt.url().as_str()) {
