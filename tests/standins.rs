@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha512};
 use support::affine_standin::{AffineOptions, AffineStandin, Fault};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
 
@@ -924,6 +925,36 @@ fn create_instance(ak: &AuthentikStandin, content: &str) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().unwrap())
 }
 
+/// POSTs the apply of instance `pk`, then reads the instance until the apply shows in it
+/// (`last_applied` moves), as a client of a queued (2025.8+) authentik must. Returns the
+/// apply's own answer and the instance after the apply.
+fn apply_and_wait(ak: &AuthentikStandin, pk: &str) -> (Value, Value) {
+    let path = format!("/api/v3/managed/blueprints/{pk}/");
+    let get = || -> Value {
+        api(ak)(reqwest::Method::GET, &path)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let before = get();
+    let answer: Value = api(ak)(reqwest::Method::POST, &format!("{path}apply/"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    if answer["last_applied"] != before["last_applied"] {
+        return (answer.clone(), answer);
+    }
+    let mut now = answer.clone();
+    let moved = eventually(Duration::from_secs(5), || {
+        now = get();
+        now["last_applied"] != before["last_applied"]
+    });
+    assert!(moved, "the apply never showed: {now}");
+    (answer, now)
+}
+
 /// The validation log lines of a refused blueprint, joined.
 fn refusal(body: &Value) -> String {
     let lines = body["content"].as_array().expect("content errors");
@@ -991,14 +1022,8 @@ fn authentik_blueprint_instance_create_list_apply_and_discovery() {
     .unwrap();
     assert_eq!(empty["pagination"]["count"], 0);
 
-    let applied: Value = api(&ak)(
-        reqwest::Method::POST,
-        &format!("/api/v3/managed/blueprints/{pk}/apply/"),
-    )
-    .send()
-    .unwrap()
-    .json()
-    .unwrap();
+    let (answer, applied) = apply_and_wait(&ak, &pk);
+    assert_eq!(answer["status"], "unknown", "2025.8+ only queues the apply");
     assert_eq!(applied["status"], "successful");
     assert_eq!(applied["metadata"]["name"], "affine-sso");
     assert_eq!(ak.applied_count(), 1);
@@ -1155,7 +1180,7 @@ fn authentik_redirect_uris_shape_follows_the_version() {
 }
 
 #[test]
-fn authentik_invalidation_flow_is_required_from_2024_10_and_unknown_before() {
+fn authentik_invalidation_flow_is_required_from_2024_10_and_ignored_before() {
     let ak = AuthentikStandin::start(AuthentikOptions::new("2024.10.5"));
     let bp = Bp {
         invalidation: false,
@@ -1166,26 +1191,34 @@ fn authentik_invalidation_flow_is_required_from_2024_10_and_unknown_before() {
     assert!(refusal(&body)
         .contains("'invalidation_flow': [ErrorDetail(string='This field is required.'"));
 
+    // Unknown to 2024.6: ignored and not stored, as Django REST does with any unknown field.
     let ak = AuthentikStandin::start(AuthentikOptions::new("2024.6.4"));
     let bp = Bp {
         invalidation: true,
         ..Bp::for_version("2024.6.4")
     };
-    let (status, body) = create_instance(&ak, &bp.yaml());
-    assert_eq!(status, 400);
-    assert!(refusal(&body).contains("'invalidation_flow'"));
+    let (status, created) = create_instance(&ak, &bp.yaml());
+    assert_eq!(status, 201, "{created}");
+    let (_, applied) = apply_and_wait(&ak, created["pk"].as_str().unwrap());
+    assert_eq!(applied["status"], "successful");
+    let provider = ak.provider("affine").unwrap();
+    assert!(provider.get("invalidation_flow").is_none(), "{provider}");
 }
 
 #[test]
-fn authentik_grant_types_exist_from_2026_5_and_default_to_empty() {
+fn authentik_grant_types_exist_from_2026_5_are_ignored_before_and_default_to_empty() {
+    // Real authentik 2026.2 imports a 2026.8 blueprint with grant_types, without them.
     let ak = AuthentikStandin::start(AuthentikOptions::new("2025.10.1"));
     let bp = Bp {
         grant_types: true,
         ..Bp::for_version("2025.10.1")
     };
-    let (status, body) = create_instance(&ak, &bp.yaml());
-    assert_eq!(status, 400);
-    assert!(refusal(&body).contains("'grant_types'"));
+    let (status, created) = create_instance(&ak, &bp.yaml());
+    assert_eq!(status, 201, "{created}");
+    let (_, applied) = apply_and_wait(&ak, created["pk"].as_str().unwrap());
+    assert_eq!(applied["status"], "successful");
+    let provider = ak.provider("affine").unwrap();
+    assert!(provider.get("grant_types").is_none(), "{provider}");
 
     let ak = AuthentikStandin::start(AuthentikOptions::new("2026.5.0"));
     let bp = Bp {
@@ -1194,13 +1227,7 @@ fn authentik_grant_types_exist_from_2026_5_and_default_to_empty() {
     };
     let (status, created) = create_instance(&ak, &bp.yaml());
     assert_eq!(status, 201);
-    let pk = created["pk"].as_str().unwrap();
-    api(&ak)(
-        reqwest::Method::POST,
-        &format!("/api/v3/managed/blueprints/{pk}/apply/"),
-    )
-    .send()
-    .unwrap();
+    apply_and_wait(&ak, created["pk"].as_str().unwrap());
     assert_eq!(ak.provider("affine").unwrap()["grant_types"], json!([]));
 }
 
@@ -1329,7 +1356,7 @@ fn import(ak: &AuthentikStandin, path: &str, content: &str) -> (u16, Value) {
 }
 
 #[test]
-fn authentik_import_endpoint_moves_in_2026_5_and_always_answers_200() {
+fn authentik_import_endpoint_moves_in_2026_5_and_answers_200_with_success() {
     const NEW: &str = "/api/v3/managed/blueprints/import/";
     const OLD: &str = "/api/v3/flows/instances/import/";
     let ak = AuthentikStandin::start(AuthentikOptions::new("2026.5.0"));
@@ -1339,24 +1366,31 @@ fn authentik_import_endpoint_moves_in_2026_5_and_always_answers_200() {
     assert_eq!(body["success"], true, "{body}");
     assert!(ak.provider("affine").is_some());
 
+    // Before 2026.5 `import` is read as an instance pk: that route has no POST.
     let ak = AuthentikStandin::start(AuthentikOptions::new("2025.10.1"));
-    assert_eq!(
-        import(&ak, NEW, &Bp::for_version("2025.10.1").yaml()).0,
-        404
+    let (status, body) = import(&ak, NEW, &Bp::for_version("2025.10.1").yaml());
+    assert_eq!(status, 405);
+    assert_eq!(body["detail"], "Method \"POST\" not allowed.");
+    let (status, body) = import(&ak, OLD, &Bp::for_version("2025.10.1").yaml());
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(ak.applied_count(), 1);
+    // A refused blueprint is still HTTP 200; `success` says it.
+    let (status, body) = import(
+        &ak,
+        OLD,
+        &Bp::for_version("2025.10.1")
+            .yaml()
+            .replace("scope-profile", "scope-nope"),
     );
-    let wrong = Bp {
-        grant_types: true,
-        ..Bp::for_version("2025.10.1")
-    };
-    let (status, body) = import(&ak, OLD, &wrong.yaml());
     assert_eq!(status, 200);
     assert_eq!(body["success"], false);
     assert!(body["logs"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|l| l["event"].as_str().unwrap().contains("grant_types")));
-    assert_eq!(ak.applied_count(), 0);
+        .any(|l| l["event"].as_str().unwrap().contains("property_mappings")));
+    assert_eq!(ak.applied_count(), 1);
 }
 
 #[test]
@@ -1404,14 +1438,7 @@ entries:
         .as_str()
         .unwrap()
         .to_string();
-    let applied: Value = api(&ak)(
-        reqwest::Method::POST,
-        &format!("/api/v3/managed/blueprints/{pk}/apply/"),
-    )
-    .send()
-    .unwrap()
-    .json()
-    .unwrap();
+    let (_, applied) = apply_and_wait(&ak, &pk);
     assert_eq!(applied["status"], "successful");
     let app = ak.application("affine-2").expect("slug from !Format");
     assert_eq!(app["name"], "From instance");
@@ -1441,4 +1468,199 @@ fn authentik_validates_content_with_the_existing_instance_context_only() {
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().unwrap();
     assert!(refusal(&body).contains("'name': [ErrorDetail(string='This field may not be null.'"));
+}
+
+#[test]
+fn authentik_stores_content_trimmed_and_moves_last_applied_on_every_save() {
+    // Synchronous applies (before 2025.8): every answer is final.
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2024.10.2"));
+    let content = format!("\n{}\n\n", Bp::for_version("2024.10.2").yaml().trim());
+    let resp = api(&ak)(reqwest::Method::POST, "/api/v3/managed/blueprints/")
+        .json(&json!({"name": " affine-sso\n", "content": content}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let created: Value = resp.json().unwrap();
+    // Django REST's CharField strips both ends before validating and storing.
+    assert_eq!(created["content"], content.trim());
+    assert_eq!(created["name"], "affine-sso");
+    assert_eq!(created["status"], "unknown");
+    assert_eq!(created["last_applied_hash"], "");
+    let pk = created["pk"].as_str().unwrap();
+
+    let (answer, applied) = apply_and_wait(&ak, pk);
+    assert_eq!(answer, applied, "2024.10 applies before answering");
+    assert_eq!(applied["status"], "successful");
+    let digest: String = Sha512::digest(content.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(applied["last_applied_hash"], digest);
+    assert_ne!(applied["last_applied"], created["last_applied"]);
+
+    // A PATCH is a save: last_applied moves, the hash stays until the next apply.
+    let patched: Value = api(&ak)(
+        reqwest::Method::PATCH,
+        &format!("/api/v3/managed/blueprints/{pk}/"),
+    )
+    .json(&json!({"content": format!("{content}# changed\n")}))
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_ne!(patched["last_applied"], applied["last_applied"]);
+    assert_eq!(patched["last_applied_hash"], digest);
+    assert!(patched["content"].as_str().unwrap().ends_with("# changed"));
+}
+
+#[test]
+fn authentik_applies_before_answering_until_2025_8_and_queues_from_it() {
+    for (version, queued) in [("2025.6.0", false), ("2025.8.0", true), ("2026.2.2", true)] {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let (_, created) = create_instance(&ak, &Bp::for_version(version).yaml());
+        let started = Instant::now();
+        let (answer, applied) = apply_and_wait(&ak, created["pk"].as_str().unwrap());
+        assert_eq!(applied["status"], "successful", "{version}");
+        if queued {
+            // The instance as it was; the outcome shows a few hundred ms later.
+            assert_eq!(answer["status"], "unknown", "{version}");
+            assert_eq!(answer["last_applied"], created["last_applied"], "{version}");
+            assert!(started.elapsed() >= Duration::from_millis(200), "{version}");
+        } else {
+            assert_eq!(answer, applied, "{version}");
+        }
+    }
+    // set_apply_delay still overrides the version's way.
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.2.2"));
+    ak.set_apply_delay(None);
+    let (_, created) = create_instance(&ak, &Bp::for_version("2026.2.2").yaml());
+    let (answer, _) = apply_and_wait(&ak, created["pk"].as_str().unwrap());
+    assert_eq!(answer["status"], "successful");
+}
+
+#[test]
+fn authentik_a_binding_whose_group_is_missing_is_refused_as_each_version_does() {
+    let missing = |v: &str| {
+        Bp::for_version(v)
+            .yaml()
+            .replace("[name, authentik Admins]", "[name, no-such-group]")
+    };
+    for (version, wording) in [
+        (
+            "2024.10.2",
+            "One of 'policy', 'group' or 'user' must be set.",
+        ),
+        ("2024.12.3", "One of 'group', 'policy', 'user' must be set."),
+    ] {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let (status, body) = create_instance(&ak, &missing(version));
+        assert_eq!(status, 400, "{version}");
+        assert!(refusal(&body).contains(wording), "{version}: {body}");
+    }
+    // From 2025.2 logging the failed entry (it holds a !KeyOf) crashes authentik: its error
+    // page answers the POST with 405 and an empty text/html body.
+    for version in ["2025.2.0", "2026.2.2"] {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let resp = api(&ak)(reqwest::Method::POST, "/api/v3/managed/blueprints/")
+            .json(&json!({"name": "affine-sso", "content": missing(version)}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{version}");
+        assert_eq!(resp.headers()["allow"], "GET, HEAD, OPTIONS");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert_eq!(resp.text().unwrap(), "");
+        assert!(ak.instances().is_empty());
+    }
+}
+
+#[test]
+fn authentik_malformed_yaml_is_a_server_error_and_a_bare_string_a_blueprint() {
+    for version in ["2024.10.2", "2026.2.2"] {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let resp = api(&ak)(reqwest::Method::POST, "/api/v3/managed/blueprints/")
+            .json(
+                &json!({"name": "bad", "content": "version: 1\nentries:\n  - model: [unclosed\n"}),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{version}");
+        assert_eq!(resp.headers()["allow"], "GET, HEAD, OPTIONS");
+        assert_eq!(resp.text().unwrap(), "");
+
+        let resp = api(&ak)(reqwest::Method::POST, "/api/v3/managed/blueprints/")
+            .json(&json!({"name": "str", "content": "just a string\n"}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{version}");
+        let created: Value = resp.json().unwrap();
+        assert_eq!(created["content"], "just a string");
+        let (_, applied) = apply_and_wait(&ak, created["pk"].as_str().unwrap());
+        assert_eq!(applied["status"], "successful", "{version}");
+        assert_eq!(applied["metadata"], json!({}));
+    }
+}
+
+#[test]
+fn authentik_words_duplicates_and_detail_404s_as_the_version_does() {
+    for (version, app, instance, provider) in [
+        ("2024.10.2", "Not found.", "Not found.", "Not found."),
+        (
+            "2026.2.2",
+            "No Application matches the given query.",
+            "No BlueprintInstance matches the given query.",
+            "No OAuth2Provider matches the given query.",
+        ),
+    ] {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let bp = Bp::for_version(version).yaml();
+        assert_eq!(create_instance(&ak, &bp).0, 201);
+        let (status, body) = create_instance(&ak, &bp);
+        assert_eq!(status, 400);
+        assert_eq!(
+            body,
+            json!({"name": ["Blueprint Instance with this name already exists."]})
+        );
+        for (path, wanted) in [
+            ("/api/v3/core/applications/nope/", app),
+            ("/api/v3/managed/blueprints/nope/", instance),
+            ("/api/v3/providers/oauth2/999999/", provider),
+        ] {
+            let resp = api(&ak)(reqwest::Method::GET, path).send().unwrap();
+            assert_eq!(resp.status().as_u16(), 404, "{version} {path}");
+            assert_eq!(resp.json::<Value>().unwrap()["detail"], wanted, "{version}");
+        }
+        // A route authentik does not have is Django's HTML 404.
+        let resp = api(&ak)(reqwest::Method::GET, "/api/v3/propertymappings/scope/")
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+    }
+}
+
+#[test]
+fn authentik_env_tags_read_authentiks_own_environment() {
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2024.10.2"));
+    let bp = Bp::for_version("2024.10.2")
+        .yaml()
+        .replace("s3cret-VALUE", "!Env AK_STANDIN_TEST_SECRET");
+    let (status, body) = create_instance(&ak, &bp);
+    assert_eq!(status, 400);
+    assert!(refusal(&body).contains(
+        "- Entry invalid: Serializer errors {'client_secret': [ErrorDetail(string='This field may not be null.', code='null')]}"
+    ));
+    ak.set_env("AK_STANDIN_TEST_SECRET", Some("from-authentik-env"));
+    let (status, created) = create_instance(&ak, &bp);
+    assert_eq!(status, 201, "{created}");
+    apply_and_wait(&ak, created["pk"].as_str().unwrap());
+    assert_eq!(
+        ak.provider("affine").unwrap()["client_secret"],
+        "from-authentik-env"
+    );
 }
