@@ -525,3 +525,28 @@ fn session_cookies(response: &Response) -> Vec<(String, String)> {
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<Secret> {
+        Some(Secret::new(v))
+    }
+
+    #[test]
+    fn a_session_token_wins_and_a_password_needs_its_email() {
+        let chosen = Credentials::choose(s("tok"), Some("a@b".into()), s("pw")).unwrap();
+        assert!(matches!(chosen, Some(Credentials::SessionToken(t)) if t.expose() == "tok"));
+        let chosen = Credentials::choose(s(""), Some("a@b".into()), s("pw")).unwrap();
+        assert!(matches!(chosen, Some(Credentials::Password { email, .. }) if email == "a@b"));
+        assert_eq!(
+            Credentials::choose(None, None, s("pw")).unwrap_err(),
+            PasswordWithoutEmail
+        );
+        // An empty password is no password: AFFiNE would e-mail a magic link for it.
+        assert!(Credentials::choose(None, Some("a@b".into()), s(""))
+            .unwrap()
+            .is_none());
+    }
+}
