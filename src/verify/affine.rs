@@ -67,7 +67,7 @@ pub fn check_server(
         None if !version.has_admin_config_api() => Check::warn(
             "affine-version",
             format!("AFFiNE {version} has no admin API for OAuth settings (0.21 and newer have)"),
-            legacy_fix(version),
+            "upgrade AFFiNE to 0.21 or newer: then affine_oidc sets its OIDC provider and verify reads it back",
         ),
         None => Check::pass("affine-version", format!("AFFiNE {version}, a version this tool knows")),
     };
