@@ -579,20 +579,27 @@ fn jwks_passes_with_a_signing_key_and_fails_with_none() {
     assert!(text.starts_with("PASS"), "{text}");
     assert!(text.contains("1 signing key(s): RSA RS256"), "{text}");
 
-    // A provider without a signing key: authentik serves an empty set and signs HS256.
-    issuer.route(jwks, Response::json(200, &json!({"keys": []})));
-    let v = verify_issuer(&issuer);
-    assert_eq!(v.mark_of("jwks"), "FAIL");
-    let text = v.check_text("jwks");
-    for words in [
-        &jwks_uri,
-        "no signing key",
-        "signing_key",
-        "HS256",
-        "0.25.7",
-    ] {
-        assert!(text.contains(words), "{words:?} missing: {text}");
+    // A provider without a signing key: authentik serves no keys (an object without the
+    // list, or an empty one) and signs HS256 with the client secret.
+    for empty in [json!({}), json!({"keys": []})] {
+        issuer.route(jwks, Response::json(200, &empty));
+        let v = verify_issuer(&issuer);
+        assert_eq!(v.mark_of("jwks"), "FAIL");
+        let text = v.check_text("jwks");
+        for words in [
+            &jwks_uri,
+            "no signing key",
+            "signing_key",
+            "HS256",
+            "0.25.7",
+        ] {
+            assert!(text.contains(words), "{empty}: {words:?} missing: {text}");
+        }
     }
+    // Not a key set at all.
+    issuer.route(jwks, Response::json(200, &json!(["not", "a", "key set"])));
+    let v = verify_issuer(&issuer);
+    assert!(v.check_text("jwks").contains("is not a key set"));
 
     // Only an encryption key (as with an encryption_key and no signing key).
     let mut enc = rsa_key_set();
@@ -1155,13 +1162,18 @@ fn a_provider_without_grant_types_or_scopes_fails_its_authentik_check() {
     };
     c.configure();
     let v = verify_chain(&c, TOKEN, &["--client-id", &c.client_id]);
-    v.assert_only_failed(&[(
-        "authentik-grant-types",
-        &[
-            "authorization_code",
-            "grant_types [authorization_code, refresh_token]",
-        ],
-    )]);
+    // A hand-made provider has no signing key either (ProviderState sets none), which jwks
+    // rightly names too.
+    v.assert_only_failed(&[
+        ("jwks", &["no signing key", "signing_key"]),
+        (
+            "authentik-grant-types",
+            &[
+                "authorization_code",
+                "grant_types [authorization_code, refresh_token]",
+            ],
+        ),
+    ]);
 
     // Scopes: only openid mapped.
     let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
@@ -1189,7 +1201,10 @@ fn a_provider_without_grant_types_or_scopes_fails_its_authentik_check() {
         ],
         &[("AUTHENTIK_TOKEN", &token)],
     );
-    v.assert_only_failed(&[("authentik-scopes", &["email, profile"])]);
+    v.assert_only_failed(&[
+        ("jwks", &["no signing key"]),
+        ("authentik-scopes", &["email, profile"]),
+    ]);
 }
 
 #[test]

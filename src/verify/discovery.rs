@@ -245,12 +245,18 @@ pub fn check_jwks(http: &Client, discovery: Option<&Value>) -> Check {
         }
     };
     let note = fetched.redirect_note();
-    let Some(keys) = fetched.body.get("keys").and_then(Value::as_array) else {
-        return Check::fail(
-            "jwks",
-            format!("{uri} is not a key set (no \"keys\" list){note}"),
-            "jwks_uri must serve a JSON Web Key Set; check the issuer is authentik's (or another OpenID Connect provider's)",
-        );
+    // authentik leaves the `keys` member out altogether for a provider without any key,
+    // so an object without it is an empty set; anything else is no key set at all.
+    let keys = match fetched.body.get("keys") {
+        Some(Value::Array(keys)) => keys.as_slice(),
+        None if fetched.body.is_object() => &[],
+        _ => {
+            return Check::fail(
+                "jwks",
+                format!("{uri} is not a key set (no \"keys\" list){note}"),
+                "jwks_uri must serve a JSON Web Key Set; check the issuer is authentik's (or another OpenID Connect provider's)",
+            )
+        }
     };
     let signing: Vec<String> = keys.iter().filter_map(signing_key_summary).collect();
     if signing.is_empty() {
@@ -262,7 +268,7 @@ pub fn check_jwks(http: &Client, discovery: Option<&Value>) -> Check {
                 if encryption_only {
                     format!("{} key(s), none for signatures", keys.len())
                 } else {
-                    "\"keys\" is empty".to_string()
+                    "no keys at all".to_string()
                 }
             ),
             "give the provider a signing key (the blueprint's signing_key, by default \"authentik Self-signed Certificate\"): \
