@@ -451,17 +451,23 @@ fn api_2026_2_and_2026_5_get_their_own_provider_shapes() {
         json!("authorization")
     );
 
-    // The 2026.5 shape pushed to 2026.2 is refused, with authentik's log naming the field.
+    // The 2026.5 shape pushed to 2026.2 is taken as real authentik takes it: the fields
+    // 2026.2 does not know are ignored, not stored (recorded on 2026.2.2).
     let old2 = standin("2026.2.1");
-    let r = run(
+    run(
         call(with(
             api_task(&old2),
             json!({"authentik_version": "2026.5.0"}),
         )),
         Some(&old2),
+    )
+    .assert_ok();
+    let p = old2.provider("affine").unwrap();
+    assert!(p.get("grant_types").is_none(), "{p}");
+    assert!(
+        p["redirect_uris"][0].get("redirect_uri_type").is_none(),
+        "{p}"
     );
-    r.assert_failed_with(&["grant_types"]);
-    assert!(old2.instances().is_empty());
 }
 
 #[test]
@@ -530,18 +536,16 @@ fn api_authentik_version_is_detected_from_the_version_endpoint_unless_given() {
 
 #[test]
 fn api_validation_failure_fails_with_authentiks_log_lines_and_creates_nothing() {
-    // A blueprint for 2026.8 on a 2024.6 authentik: fields it does not know, a flow it lacks.
+    // A blueprint for 2026.8 on a 2024.6 authentik: the fields 2024.6 does not know are
+    // ignored (as real authentik does), but its redirect_uris are a list where 2024.6 takes
+    // a string.
     let authentik = standin("2024.6.4");
     let forced = with(
         api_task(&authentik),
         json!({"authentik_version": "2026.8.0"}),
     );
     let r = run(call(forced), Some(&authentik));
-    r.assert_failed_with(&[
-        "HTTP 400",
-        "Failed to validate blueprint",
-        "invalidation_flow",
-    ]);
+    r.assert_failed_with(&["HTTP 400", "Failed to validate blueprint", "redirect_uris"]);
     assert!(authentik.instances().is_empty());
     assert_eq!(authentik.applied_count(), 0);
 

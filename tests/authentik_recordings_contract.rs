@@ -75,27 +75,14 @@ fn skip_reason(name: &str) -> Option<&'static str> {
     {
         return Some(OAUTH2_SERVER);
     }
-    const SECOND_SESSION: &str = "recorded after the login session on a re-created instance; the scope mapping and provider PATCH routes are not served yet";
-    let second = [
-        "scope-mapping-",
-        "provider-patch-",
-        "provider-set-",
-        "provider-unset-",
-        "provider-readback-",
-        "blueprints-patch-with-",
-        "blueprints-apply-with-",
-        "blueprints-get-after-apply-with-",
-        "oidc-jwks-with-",
-    ];
-    if second.iter().any(|p| name.starts_with(p)) {
-        return Some(SECOND_SESSION);
-    }
     None
 }
 
 struct Recording {
     /// `<version>/<file name>`, for messages.
     label: String,
+    /// The file's number: its place in the recorded order.
+    number: u32,
     /// The file name without its number and extension, e.g. `blueprints-create`.
     name: String,
     doc: Value,
@@ -119,6 +106,7 @@ fn load(dir: &Path, version: &str) -> Vec<Recording> {
                 .unwrap_or_default();
             let text = std::fs::read_to_string(&path).unwrap();
             Recording {
+                number: file.split('-').next().unwrap().parse().unwrap_or(0),
                 label: format!("{version}/{file}"),
                 name,
                 doc: serde_json::from_str(&text)
@@ -182,7 +170,15 @@ struct Replay {
     values: HashMap<String, String>,
     /// The instance as it was before the last apply, for the polls after it.
     before_apply: Option<Value>,
+    /// The request of `blueprints-create`, to set up the second session.
+    first_create: Option<Value>,
+    second_session: bool,
 }
+
+/// Recordings after this number were made in a second session, after the login ones:
+/// the recorder had created and applied the tool's blueprint again (30 deleted the
+/// instance), so those files find it in place.
+const SECOND_SESSION_AFTER: u32 = 40;
 
 impl Replay {
     fn new(version: &str) -> Self {
@@ -203,6 +199,83 @@ impl Replay {
             last_instance: None,
             values: HashMap::new(),
             before_apply: None,
+            first_create: None,
+            second_session: false,
+        }
+    }
+
+    /// Brings the stand-in to the state the second session's recordings start from: the
+    /// tool's blueprint created and applied again, as the recorder did (not compared: no
+    /// recording holds these requests). Also learns the pks the second session's
+    /// placeholders stand for: `<mapping-openid>` and its siblings, `<keypair-self-signed>`.
+    fn start_second_session(&mut self) {
+        self.second_session = true;
+        let create = self
+            .first_create
+            .clone()
+            .expect("blueprints-create was replayed before the second session");
+        let created = self.send("POST", "/api/v3/managed/blueprints/", &create);
+        assert_eq!(
+            created.status, 201,
+            "second session setup: {}",
+            created.text
+        );
+        let instance = created.json();
+        let pk = instance["pk"].as_str().unwrap().to_string();
+        self.instances
+            .insert(instance["name"].as_str().unwrap().to_string(), pk.clone());
+        let path = format!("/api/v3/managed/blueprints/{pk}/");
+        let auth = json!({"headers": {"Authorization": "Bearer <token>"}, "body": null});
+        self.send("POST", &format!("{path}apply/"), &auth);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.instance_now(&path)["status"] != "successful" {
+            assert!(
+                Instant::now() < deadline,
+                "second session setup: never applied"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mappings = self
+            .send("GET", "/api/v3/propertymappings/provider/scope/", &auth)
+            .json();
+        for m in mappings["results"].as_array().into_iter().flatten() {
+            if let Some(scope) = m["managed"]
+                .as_str()
+                .and_then(|k| k.strip_prefix("goauthentik.io/providers/oauth2/scope-"))
+            {
+                self.values.insert(
+                    format!("<mapping-{scope}>"),
+                    m["pk"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        let keypairs = self
+            .send(
+                "GET",
+                "/api/v3/crypto/certificatekeypairs/?name=authentik+Self-signed+Certificate",
+                &auth,
+            )
+            .json();
+        let keypair = keypairs["results"][0]["pk"].as_str().unwrap().to_string();
+        self.values.insert("<keypair-self-signed>".into(), keypair);
+    }
+
+    /// The recorded request body with the placeholders the stand-in knows replaced.
+    fn request_body(&self, body: &Value) -> Value {
+        match body {
+            Value::String(s) => match self.values.get(s) {
+                Some(ours) => json!(ours),
+                None => body.clone(),
+            },
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|i| self.request_body(i)).collect())
+            }
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), self.request_body(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
         }
     }
 
@@ -224,6 +297,16 @@ impl Replay {
         let request = &rec.doc["request"];
         let recorded = &rec.doc["response"];
         let method = request["method"].as_str().unwrap().to_string();
+        if rec.number > SECOND_SESSION_AFTER && !self.second_session {
+            self.start_second_session();
+        }
+        if rec.name == "blueprints-create" {
+            self.first_create = Some(request.clone());
+        }
+        let request = &json!({
+            "headers": request["headers"],
+            "body": self.request_body(&request["body"]),
+        });
         let path = self.request_path(rec);
         // The Django-only recordings went to gunicorn directly; everything else is what a
         // user's authentik (Go router in front) answers.
@@ -255,6 +338,11 @@ impl Replay {
             });
             self.last_instance = Some(named);
             path = path.replace("<blueprint-pk>", &pk);
+        }
+        for (placeholder, ours) in &self.values {
+            if placeholder.starts_with('<') {
+                path = path.replace(placeholder.as_str(), ours);
+            }
         }
         if let Some(rest) = path.strip_prefix("/api/v3/providers/oauth2/") {
             let pk = rest.trim_end_matches('/');
@@ -346,6 +434,12 @@ impl Replay {
         if path.starts_with("/api/v3/managed/blueprints/") {
             if let (Some(name), Some(pk)) = (ours["name"].as_str(), ours["pk"].as_str()) {
                 self.instances.insert(name.to_string(), pk.to_string());
+            }
+        }
+        // A placeholder pk the next requests use (`<mapping-custom-api>`).
+        if let (Some(r), Some(o)) = (recorded["pk"].as_str(), ours["pk"].as_str()) {
+            if r.starts_with("<mapping-") {
+                self.values.insert(r.to_string(), o.to_string());
             }
         }
         // The provider's integer pk, as the application shows it.
