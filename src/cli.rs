@@ -69,8 +69,11 @@ pub enum Command {
         --authentik-url https://auth.example.com\n  \
         affine-authentik verify --json --authentik-token-file /run/secrets/authentik \\\n      \
         --affine-url https://affine.example.com --authentik-url https://auth.example.com\n\n\
-        Exit status 0 only when every check passes (warnings do not fail). The authentik checks run\n\
-        when a token is given: env AUTHENTIK_TOKEN or --authentik-token-file (never on the command line).")]
+        Exit status 0 only when no check fails (warnings and skips do not). Every check prints a line;\n\
+        one that cannot run says what it needs. Secrets only from the environment, never flags:\n\
+        - authentik's provider: AUTHENTIK_TOKEN (or --authentik-token-file) with --authentik-url;\n\
+        - AFFiNE's stored setting: AFFINE_ADMIN_EMAIL + AFFINE_ADMIN_PASSWORD, or AFFINE_SESSION_TOKEN;\n\
+        - the client secret on both ends: both of the above.")]
     Verify(VerifyArgs),
 
     /// Install the Ansible modules (affine_oidc, authentik_blueprint) and their docs into DIR.

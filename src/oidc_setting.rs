@@ -92,6 +92,9 @@ fn reconcile_api(
     redactor: &mut Redactor,
 ) -> Result<Outcome> {
     let mut client = AffineClient::new(url.clone(), http)?;
+    // The version first: an AFFiNE without the admin API (0.20 and older) is told so, with
+    // the variables it takes instead, before a rate-limited sign-in is spent on it.
+    client.admin_config_version()?;
     let session = client.authenticate(credentials)?;
     redactor.add(&session);
     let state = client.read_state()?;
@@ -122,6 +125,8 @@ fn reconcile_api(
         oidc_registered: Some(state.oidc_registered()),
         ..Outcome::default()
     };
+    // A newer AFFiNE than the tool knows gets the newest known rules, and one warning.
+    outcome.warnings.extend(state.version.newer_than_known());
     if unregistered_after_single_try && !resave {
         outcome.warnings.push(format!(
             "AFFiNE {} has not registered OIDC: its one discovery attempt for this value failed, and it retries only when the value is saved again; run with wait (--wait) to save it again and wait, or restart AFFiNE",

@@ -156,10 +156,10 @@ fn example_playbook_configures_every_version_in_one_run_then_reports_ok() {
             1,
             "{version}: no write when unchanged"
         );
-        // Unchanged and registered: one sign-in and one query, no polling.
+        // Unchanged and registered: the version, one sign-in and one query, no polling.
         assert_eq!(
             server.requests().len() - n,
-            2,
+            3,
             "{version}: requests of an unchanged reconcile with a password"
         );
     }
@@ -819,7 +819,7 @@ fn ansible_doc_shows_every_option() {
 }
 
 #[test]
-fn unchanged_reconcile_takes_two_requests_with_a_password_one_with_a_token() {
+fn unchanged_reconcile_takes_three_requests_with_a_password_two_with_a_token() {
     let issuer = "http://127.0.0.1:1/application/o/affine/";
     let wanted = json!({
         "issuer": issuer,
@@ -860,8 +860,9 @@ fn unchanged_reconcile_takes_two_requests_with_a_password_one_with_a_token() {
     let (n_pw, n_tok) = (with_password.requests().len(), with_token.requests().len());
     let run = lab.playbook("unchanged.yml", &["-e", "@secrets.yml"], &[]);
     run.assert_recap(&["pw", "tok"], &[("ok", 1), ("changed", 0), ("failed", 0)]);
-    assert_eq!(with_password.requests().len() - n_pw, 2);
-    assert_eq!(with_token.requests().len() - n_tok, 1);
+    // The version first (every AFFiNE answers it), the sign-in, then one state query.
+    assert_eq!(with_password.requests().len() - n_pw, 3);
+    assert_eq!(with_token.requests().len() - n_tok, 2);
     assert_eq!(with_token.sign_in_count(), 0);
 }
 

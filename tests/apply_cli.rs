@@ -347,3 +347,44 @@ fn usage_errors_name_this_commands_flags_not_the_modules_parameters() {
     assert!(!run.stderr.contains("authentik_url"), "{}", run.stderr);
     assert!(affine.requests().is_empty());
 }
+
+#[test]
+fn apply_on_affine_0_20_names_the_oauth_oidc_variables_before_signing_in() {
+    // 0.17-0.20 mask any refusal as "Internal Server Error" (with the OAuth plugin on or
+    // off); the version, asked first, gives the message that says what to do instead.
+    for oauth_plugin in [false, true] {
+        let mut opts = AffineOptions::new("0.20.0");
+        opts.oauth_plugin = oauth_plugin;
+        let old = AffineStandin::start(opts);
+        let args = api_args(&old);
+        let run = apply(&refs(&args), &SECRETS_ENV, Some(&old));
+        assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        for words in ["0.20.0", "OAUTH_OIDC_ISSUER", "OAUTH_OIDC_CLIENT_SECRET"] {
+            assert!(run.stderr.contains(words), "{words}: {}", run.stderr);
+        }
+        assert!(!run.stderr.contains("malformed"), "{}", run.stderr);
+        assert_eq!(old.sign_in_count(), 0, "no sign-in spent on it");
+    }
+}
+
+#[test]
+fn apply_accepts_an_affine_newer_than_it_knows_with_one_warning_naming_it() {
+    let newer = AffineStandin::start(AffineOptions::new("0.28.0"));
+    let args = api_args(&newer);
+    let run = apply(&refs(&args), &SECRETS_ENV, Some(&newer));
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with("changed: "), "{}", run.stdout);
+    assert_eq!(newer.stored_oidc(), Some(wanted()));
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(
+        warnings[0].contains("0.28.0") && warnings[0].contains("newer"),
+        "{}",
+        warnings[0]
+    );
+}

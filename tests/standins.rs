@@ -288,28 +288,46 @@ fn affine_validate_app_config_operation_type_follows_the_version() {
 }
 
 #[test]
-fn affine_0_20_has_no_app_config_but_answers_server_config() {
-    let affine = AffineStandin::start(AffineOptions::new("0.20.0"));
-    let (status, body) = gql(
-        &affine.url(),
-        Some(&affine.session_token_for_admin()),
-        APP_CONFIG,
-        json!({}),
-    );
-    assert_eq!(status, 400);
-    assert_eq!(error_name(&body), "GRAPHQL_BAD_REQUEST");
-    assert!(body["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("Cannot query field \"appConfig\""));
-    let (status, body) = gql(
-        &affine.url(),
-        None,
-        "{ serverConfig { version } }",
-        json!({}),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(body["data"]["serverConfig"]["version"], "0.20.0");
+fn affine_0_20_masks_what_it_lacks_and_answers_server_config_version() {
+    // As a real 0.17 answers: any field it lacks gives a bare "Internal Server Error",
+    // HTTP 400, no `name`; `serverConfig { version }` always works; `oauthProviders`
+    // exists only while the OAuth plugin is on.
+    let masked = json!({"errors": [{
+        "message": "Internal Server Error",
+        "extensions": {"code": "Internal Server Error", "status": 500},
+    }]});
+    for oauth_plugin in [false, true] {
+        let mut opts = AffineOptions::new("0.20.0");
+        opts.oauth_plugin = oauth_plugin;
+        let affine = AffineStandin::start(opts);
+        let (status, body) = gql(
+            &affine.url(),
+            Some(&affine.session_token_for_admin()),
+            APP_CONFIG,
+            json!({}),
+        );
+        assert_eq!((status, &body), (400, &masked));
+        let (status, body) = gql(
+            &affine.url(),
+            None,
+            "{ serverConfig { version } }",
+            json!({}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(body["data"]["serverConfig"]["version"], "0.20.0");
+        let (status, body) = gql(
+            &affine.url(),
+            None,
+            "{ serverConfig { oauthProviders } }",
+            json!({}),
+        );
+        if oauth_plugin {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["data"]["serverConfig"]["oauthProviders"], json!([]));
+        } else {
+            assert_eq!((status, &body), (400, &masked));
+        }
+    }
 }
 
 #[test]
@@ -1645,4 +1663,77 @@ fn authentik_env_tags_read_authentiks_own_environment() {
         ak.provider("affine").unwrap()["client_secret"],
         "from-authentik-env"
     );
+}
+
+#[test]
+fn authentik_jwks_serves_the_real_public_half_of_the_signing_key() {
+    use rsa::pkcs1v15::{SigningKey, VerifyingKey};
+    use rsa::signature::{SignatureEncoding, Signer, Verifier};
+    use rsa::traits::PublicKeyParts;
+
+    let ak = AuthentikStandin::start(AuthentikOptions::new("2026.2.2"));
+    let (_, created) = create_instance(&ak, &Bp::for_version("2026.2.2").yaml());
+    apply_and_wait(&ak, created["pk"].as_str().unwrap());
+    let jwks: Value = client()
+        .get(format!("{}/application/o/affine/jwks/", ak.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let keys = jwks["keys"].as_array().expect("a keys list");
+    assert_eq!(keys.len(), 1, "{jwks}");
+    let jwk = &keys[0];
+    assert_eq!(jwk["kty"], "RSA");
+    assert_eq!(jwk["alg"], "RS256");
+    assert_eq!(jwk["use"], "sig");
+    assert_eq!(jwk["e"], "AQAB");
+
+    // The served n/e are the public half of the key the provider signs with: a signature
+    // made with signing_key() verifies with a key rebuilt from the JWK alone.
+    let (kid, private) = ak.signing_key("affine").expect("a signing key");
+    assert_eq!(jwk["kid"], kid);
+    let decode = |s: &Value| {
+        let s = s.as_str().unwrap();
+        let mut bits = 0u32;
+        let mut acc = 0u32;
+        let mut out = Vec::new();
+        for c in s.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => panic!("not base64url: {s}"),
+            };
+            acc = (acc << 6) | u32::from(v);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        rsa::BigUint::from_bytes_be(&out)
+    };
+    let public = rsa::RsaPublicKey::new(decode(&jwk["n"]), decode(&jwk["e"])).unwrap();
+    assert_eq!(public.n(), private.to_public_key().n());
+    let signature = SigningKey::<sha2::Sha256>::new(private).sign(b"header.payload");
+    VerifyingKey::<sha2::Sha256>::new(public)
+        .verify(
+            b"header.payload",
+            &rsa::pkcs1v15::Signature::try_from(signature.to_bytes().as_ref()).unwrap(),
+        )
+        .expect("the JWKS key verifies what the signing key signed");
+    assert!(jwk["x5c"][0].as_str().unwrap().starts_with("MII"), "{jwk}");
+
+    // A provider without a signing key: no keys, and discovery announces HS256.
+    let bare = authentik_with_provider("2026.2.2");
+    let doc: Value = client()
+        .get(format!("{}/application/o/affine/jwks/", bare.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(doc, json!({}));
+    assert!(bare.signing_key("affine").is_none());
 }

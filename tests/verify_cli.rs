@@ -2,19 +2,28 @@
 //! blueprint applied by the `authentik_blueprint` module, as a user would) and a stand-in
 //! AFFiNE configured with the matching OIDC value. A correct chain passes every check and
 //! exits 0; each broken link fails with its OWN check and message and exits 1, and the other
-//! links still pass. The authentik token never shows in the output.
+//! links still pass. Every check prints a line, a SKIP saying what it needs when it cannot
+//! run. No secret (authentik token, AFFiNE password or session, either client secret) ever
+//! shows in the output.
 
 mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use support::affine_standin::{AffineOptions, AffineStandin};
 use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
+use support::http_standin::{HttpServer, Request, Response, Service};
 use support::module_run::ModuleCall;
-use support::process::{closed_port, command, Captured};
+use support::process::{closed_port, command, refs, Captured};
 
 const CLIENT_SECRET: &str = "client-secret-SECRET-0d4e2b";
 const WRONG_TOKEN: &str = "wrong-token-SECRET-77e1";
 const AUTHENTIK_VERSION: &str = "2026.8.0";
+/// The stand-in AFFiNE's administrator (AffineOptions::new).
+const ADMIN_EMAIL: &str = "admin@example.com";
+const ADMIN_PASSWORD: &str = "admin-pass-SECRET";
 
 /// One login chain: authentik with the application `slug`, AFFiNE pointing at it.
 struct Chain {
@@ -116,6 +125,96 @@ fn wait_registered(affine: &AffineStandin) {
     }
 }
 
+/// An issuer whose answers a test scripts, path by path (anything else: 404), to meet what
+/// the stand-in authentik never does: redirect loops, a missing Location, huge bodies.
+struct ScriptedIssuer {
+    server: HttpServer,
+    routes: Arc<Routes>,
+}
+
+struct Routes(Mutex<HashMap<String, Response>>);
+
+impl Service for Routes {
+    fn handle(&self, req: &Request) -> Response {
+        self.0
+            .lock()
+            .unwrap()
+            .get(req.path_only())
+            .cloned()
+            .unwrap_or_else(|| Response::html(404, "<h1>Not Found</h1>"))
+    }
+}
+
+impl ScriptedIssuer {
+    fn start() -> Self {
+        let (server, routes) =
+            HttpServer::start(0, |_| Arc::new(Routes(Mutex::new(HashMap::new()))));
+        ScriptedIssuer { server, routes }
+    }
+    fn url(&self) -> String {
+        self.server.url()
+    }
+    /// `<url>/o/test/`, with authentik's trailing slash.
+    fn issuer(&self) -> String {
+        format!("{}/o/test/", self.url())
+    }
+    fn route(&self, path: &str, response: Response) {
+        self.routes
+            .0
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), response);
+    }
+    /// A discovery document for [`ScriptedIssuer::issuer`], keys at `/o/test/jwks/`.
+    fn discovery(&self) -> Value {
+        let base = self.url();
+        json!({
+            "issuer": self.issuer(),
+            "authorization_endpoint": format!("{base}/o/authorize/"),
+            "token_endpoint": format!("{base}/o/token/"),
+            "userinfo_endpoint": format!("{base}/o/userinfo/"),
+            "jwks_uri": format!("{base}/o/test/jwks/"),
+        })
+    }
+}
+
+/// A key set of the shape authentik serves for a provider with a signing key (one RS256 RSA
+/// key; the modulus is made up, verify only checks the key is complete).
+fn rsa_key_set() -> Value {
+    json!({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "test-key",
+        "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw",
+        "e": "AQAB"}]})
+}
+
+/// verify of the scripted issuer, AFFiNE not listening (only the issuer's checks matter).
+fn verify_issuer(issuer: &ScriptedIssuer) -> Verify {
+    let affine_url = format!("http://127.0.0.1:{}", closed_port());
+    verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--issuer",
+            &issuer.issuer(),
+            "--client-id",
+            "test-client",
+        ],
+        &[],
+    )
+}
+
+/// `discovery` failed with all of `words`, and the checks that need its document skipped.
+#[track_caller]
+fn assert_discovery_fails(v: &Verify, words: &[&str]) {
+    v.assert_exit(1);
+    let text = v.check_text("discovery");
+    assert!(text.starts_with("FAIL"), "{text}");
+    for w in words {
+        assert!(text.contains(w), "discovery lacks {w:?}: {text}");
+    }
+    assert_eq!(v.mark_of("issuer"), "SKIP");
+    assert_eq!(v.mark_of("jwks"), "SKIP");
+}
+
 struct Verify {
     out: Captured,
 }
@@ -123,6 +222,19 @@ struct Verify {
 impl Verify {
     fn lines(&self) -> Vec<&str> {
         self.out.stdout.lines().collect()
+    }
+    /// Every check id, in the order printed.
+    fn ids(&self) -> Vec<String> {
+        self.marks().into_iter().map(|(id, _)| id).collect()
+    }
+    /// The mark (PASS, FAIL, WARN, SKIP) of check `id`.
+    #[track_caller]
+    fn mark_of(&self, id: &str) -> String {
+        self.marks()
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| panic!("no check {id} in:\n{}", self.out.stdout))
     }
     /// Check id → mark, from the human output (`MARK id detail`).
     fn marks(&self) -> Vec<(String, String)> {
@@ -201,14 +313,38 @@ impl Verify {
 }
 
 /// `affine-authentik verify ARGS` with `env`; the tool's env vars of the outer world removed.
+/// Every secret of the tests (all hold `-SECRET`) is absent from stdout and stderr, in the
+/// human output as in `--json`.
 fn verify(args: &[&str], env: &[(&str, &str)]) -> Verify {
     let out = Captured::of(command(&["verify"]).args(args).envs(env.iter().copied()));
-    out.assert_no_secrets(&[CLIENT_SECRET, WRONG_TOKEN, "-SECRET"]);
+    out.assert_no_secrets(&[CLIENT_SECRET, WRONG_TOKEN, ADMIN_PASSWORD, "-SECRET"]);
     Verify { out }
 }
 
-/// verify for `chain` by authentik URL and slug, with the token when `token` is set.
-fn verify_chain(c: &Chain, token: bool, more: &[&str]) -> Verify {
+/// Which credentials a verify run has in its environment.
+#[derive(Clone, Copy)]
+struct Creds {
+    /// AUTHENTIK_TOKEN: the authentik checks.
+    authentik: bool,
+    /// AFFINE_ADMIN_EMAIL + AFFINE_ADMIN_PASSWORD: AFFiNE's stored setting.
+    affine: bool,
+}
+
+const NO_CREDS: Creds = Creds {
+    authentik: false,
+    affine: false,
+};
+const TOKEN: Creds = Creds {
+    authentik: true,
+    affine: false,
+};
+const ALL_CREDS: Creds = Creds {
+    authentik: true,
+    affine: true,
+};
+
+/// verify for `chain` by authentik URL and slug, with the credentials `creds` names.
+fn verify_chain(c: &Chain, creds: Creds, more: &[&str]) -> Verify {
     let affine_url = c.affine.url();
     let authentik_url = c.authentik.url();
     let mut args = vec![
@@ -219,24 +355,57 @@ fn verify_chain(c: &Chain, token: bool, more: &[&str]) -> Verify {
     ];
     args.extend_from_slice(more);
     let token_value = c.authentik.token();
-    let env: Vec<(&str, &str)> = if token {
-        vec![("AUTHENTIK_TOKEN", token_value.as_str())]
-    } else {
-        vec![]
-    };
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    if creds.authentik {
+        env.push(("AUTHENTIK_TOKEN", token_value.as_str()));
+    }
+    if creds.affine {
+        env.push(("AFFINE_ADMIN_EMAIL", ADMIN_EMAIL));
+        env.push(("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD));
+    }
     let v = verify(&args, &env);
     v.out.assert_no_secrets(&[&token_value]);
+    v.out.assert_no_secrets(&refs(
+        &c.affine.session_material().into_iter().collect::<Vec<_>>(),
+    ));
     v
 }
 
-const AFFINE_CHECKS: [&str; 6] = [
+/// Every check verify knows, in the order of the chain (and of its output).
+const ALL_CHECKS: [&str; 18] = [
     "discovery",
     "issuer",
+    "jwks",
+    "affine-version",
     "affine-registered",
+    "affine-issuer",
+    "affine-client-id",
+    "preflight",
+    "authorize-endpoint",
+    "client-id",
+    "redirect-uri",
+    "authentik-provider",
+    "authentik-redirect-uri",
+    "authentik-client-id",
+    "authentik-grant-types",
+    "authentik-scopes",
+    "client-secret",
+    "affine-private-issuer",
+];
+/// What runs without any credentials.
+const AFFINE_CHECKS: [&str; 9] = [
+    "discovery",
+    "issuer",
+    "jwks",
+    "affine-version",
+    "affine-registered",
+    "preflight",
     "authorize-endpoint",
     "client-id",
     "redirect-uri",
 ];
+/// AFFiNE's stored setting: with an administrator's credentials.
+const STORED_CHECKS: [&str; 2] = ["affine-issuer", "affine-client-id"];
 const AUTHENTIK_CHECKS: [&str; 5] = [
     "authentik-provider",
     "authentik-redirect-uri",
@@ -245,15 +414,26 @@ const AUTHENTIK_CHECKS: [&str; 5] = [
     "authentik-scopes",
 ];
 
+/// [`ALL_CHECKS`] without `left_out`, in order.
+fn all_checks_but(left_out: &[&str]) -> Vec<String> {
+    ALL_CHECKS
+        .iter()
+        .filter(|id| !left_out.contains(id))
+        .map(|id| id.to_string())
+        .collect()
+}
+
 #[test]
 fn a_correct_chain_passes_every_check_and_exits_0() {
     for version in ["0.25.3", "0.26.1"] {
         let c = chain(version, None);
         assert!(c.affine.oidc_registered(), "{version}");
 
-        // Without a token: AFFiNE's side of the chain.
-        let v = verify_chain(&c, false, &[]);
+        // Without credentials: AFFiNE's public side of the chain passes, and every other
+        // check still prints its line, a SKIP.
+        let v = verify_chain(&c, NO_CREDS, &[]);
         v.assert_exit(0);
+        assert_eq!(v.ids(), ALL_CHECKS.to_vec(), "{}", v.out.stdout);
         assert_eq!(
             v.ids_marked("PASS"),
             AFFINE_CHECKS.to_vec(),
@@ -262,16 +442,18 @@ fn a_correct_chain_passes_every_check_and_exits_0() {
         );
         let last = v.lines().pop().unwrap().to_string();
         assert_eq!(last, "all checks passed");
-        for line in &v.lines()[..v.lines().len() - 1] {
-            assert!(line.starts_with("PASS "), "{version}: {line}");
-        }
 
-        // With the token: authentik's view too, still every line PASS.
-        let v = verify_chain(&c, true, &[]);
+        // With an authentik token and AFFiNE's administrator: every check passes but the
+        // private-address guard, which AFFiNE before 0.27 does not have.
+        let v = verify_chain(&c, ALL_CREDS, &[]);
         v.assert_exit(0);
-        let mut all = AFFINE_CHECKS.to_vec();
-        all.extend(AUTHENTIK_CHECKS);
-        assert_eq!(v.ids_marked("PASS"), all, "{}", v.out.stdout);
+        assert_eq!(
+            v.ids_marked("PASS"),
+            all_checks_but(&["affine-private-issuer"]),
+            "{}",
+            v.out.stdout
+        );
+        assert_eq!(v.ids_marked("SKIP"), ["affine-private-issuer"]);
         assert!(
             v.ids_marked("WARN").is_empty(),
             "{version}: {}",
@@ -281,11 +463,178 @@ fn a_correct_chain_passes_every_check_and_exits_0() {
 }
 
 #[test]
+fn discovery_follows_authentiks_301_for_the_doubled_slash_and_says_so() {
+    // authentik's issuer ends in '/', so AFFiNE fetches <issuer>//.well-known/...; authentik's
+    // front router answers 301 to the cleaned path, which AFFiNE follows, and so must verify.
+    let c = chain("0.26.1", None);
+    let v = verify_chain(&c, NO_CREDS, &[]);
+    v.assert_exit(0);
+    let base = c.authentik.url();
+    let text = v.check_text("discovery");
+    assert!(text.starts_with("PASS"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "followed a redirect as AFFiNE does: {base}/application/o/affine//.well-known/openid-configuration → {base}/application/o/affine/.well-known/openid-configuration"
+        )),
+        "{text}"
+    );
+    // The stand-in AFFiNE met the same 301 when it registered OIDC, and followed it.
+    let attempts = c.affine.discovery_attempts();
+    assert!(attempts
+        .iter()
+        .any(|a| a.url.contains("affine//.well-known") && a.outcome.is_ok()));
+
+    // Django reached without authentik's router answers the doubled slash with 404: the fix
+    // says so and offers the issuer without its trailing slash.
+    c.authentik.set_front_router(false);
+    let v = verify_chain(&c, NO_CREDS, &[]);
+    v.assert_only_failed(&[(
+        "discovery",
+        &["HTTP 404", "front router", "without its trailing slash"],
+    )]);
+}
+
+#[test]
+fn a_redirect_that_goes_nowhere_fails_discovery_naming_the_cause() {
+    let issuer = ScriptedIssuer::start();
+    let built = "/o/test//.well-known/openid-configuration";
+    let cleaned = "/o/test/.well-known/openid-configuration";
+    let base = issuer.url();
+    let moved = |to: &str| Response::empty(301).with_header("Location", to);
+
+    // Three redirects, one relative, one absolute: followed, and each hop named.
+    issuer.route(built, moved("/r1"));
+    issuer.route(
+        "/r1",
+        Response::empty(302).with_header("Location", &format!("{base}/r2")),
+    );
+    issuer.route("/r2", Response::empty(308).with_header("Location", cleaned));
+    issuer.route(cleaned, Response::json(200, &issuer.discovery()));
+    issuer.route("/o/test/jwks/", Response::json(200, &rsa_key_set()));
+    let v = verify_issuer(&issuer);
+    let text = v.check_text("discovery");
+    assert!(text.starts_with("PASS"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "followed 3 redirects as AFFiNE does: {base}{built} → {base}/r1 → {base}/r2 → {base}{cleaned}"
+        )),
+        "{text}"
+    );
+
+    // A fourth: more than AFFiNE follows.
+    issuer.route("/r2", moved("/r3"));
+    issuer.route("/r3", moved(cleaned));
+    let v = verify_issuer(&issuer);
+    assert_discovery_fails(
+        &v,
+        &["more than 3 redirects", "AFFiNE follows at most 3", "/r3"],
+    );
+
+    // A loop.
+    issuer.route("/r1", moved(built));
+    let v = verify_issuer(&issuer);
+    assert_discovery_fails(
+        &v,
+        &[&format!(
+            "a redirect loop: {base}{built} → {base}/r1 → {base}{built}"
+        )],
+    );
+
+    // No Location at all.
+    issuer.route(built, Response::empty(301));
+    let v = verify_issuer(&issuer);
+    assert_discovery_fails(&v, &["HTTP 301 without a Location header", "leads nowhere"]);
+
+    // A Location that answers 404.
+    issuer.route(built, moved("/gone"));
+    let v = verify_issuer(&issuer);
+    assert_discovery_fails(
+        &v,
+        &[&format!(
+            "HTTP 404 at the end of the redirects {base}{built} → {base}/gone"
+        )],
+    );
+
+    // A document larger than AFFiNE reads (1 MiB).
+    let huge = json!({"padding": "x".repeat(1024 * 1024)});
+    issuer.route(built, Response::json(200, &huge));
+    let v = verify_issuer(&issuer);
+    assert_discovery_fails(&v, &["larger than 1 MiB", "more than AFFiNE reads"]);
+}
+
+#[test]
+fn jwks_passes_with_a_signing_key_and_fails_with_none() {
+    let issuer = ScriptedIssuer::start();
+    issuer.route(
+        "/o/test//.well-known/openid-configuration",
+        Response::json(200, &issuer.discovery()),
+    );
+    let jwks = "/o/test/jwks/";
+    let jwks_uri = format!("{}{jwks}", issuer.url());
+
+    // authentik's shape: one RS256 RSA key for signatures.
+    issuer.route(jwks, Response::json(200, &rsa_key_set()));
+    let v = verify_issuer(&issuer);
+    let text = v.check_text("jwks");
+    assert!(text.starts_with("PASS"), "{text}");
+    assert!(text.contains("1 signing key(s): RSA RS256"), "{text}");
+
+    // A provider without a signing key: authentik serves no keys (an object without the
+    // list, or an empty one) and signs HS256 with the client secret.
+    for empty in [json!({}), json!({"keys": []})] {
+        issuer.route(jwks, Response::json(200, &empty));
+        let v = verify_issuer(&issuer);
+        assert_eq!(v.mark_of("jwks"), "FAIL");
+        let text = v.check_text("jwks");
+        for words in [
+            &jwks_uri,
+            "no signing key",
+            "signing_key",
+            "HS256",
+            "0.25.7",
+        ] {
+            assert!(text.contains(words), "{empty}: {words:?} missing: {text}");
+        }
+    }
+    // Not a key set at all.
+    issuer.route(jwks, Response::json(200, &json!(["not", "a", "key set"])));
+    let v = verify_issuer(&issuer);
+    assert!(v.check_text("jwks").contains("is not a key set"));
+
+    // Only an encryption key (as with an encryption_key and no signing key).
+    let mut enc = rsa_key_set();
+    enc["keys"][0]["use"] = json!("enc");
+    issuer.route(jwks, Response::json(200, &enc));
+    let v = verify_issuer(&issuer);
+    assert_eq!(v.mark_of("jwks"), "FAIL");
+    assert!(v.check_text("jwks").contains("none for signatures"));
+
+    // Unreachable keys, and keys behind a redirect (followed, and said).
+    issuer.route(jwks, Response::html(404, "<h1>Not Found</h1>"));
+    let v = verify_issuer(&issuer);
+    assert_eq!(v.mark_of("jwks"), "FAIL");
+    assert!(
+        v.check_text("jwks").contains("HTTP 404"),
+        "{}",
+        v.check_text("jwks")
+    );
+    issuer.route(jwks, Response::empty(307).with_header("Location", "/keys"));
+    issuer.route("/keys", Response::json(200, &rsa_key_set()));
+    let v = verify_issuer(&issuer);
+    let text = v.check_text("jwks");
+    assert!(text.starts_with("PASS"), "{text}");
+    assert!(
+        text.contains("followed a redirect as AFFiNE does"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_correct_chain_on_authentik_2024_6_passes_with_its_regex_redirect_uri() {
     // Before 2024.8.5 redirect_uris is a regex string and there is no grant_types setting:
     // the redirect check reads the string form, the grant check says it does not apply.
     let c = chain_on("2024.6.4", "0.25.3", None);
-    let v = verify_chain(&c, true, &[]);
+    let v = verify_chain(&c, ALL_CREDS, &[]);
     v.assert_exit(0);
     assert_eq!(
         v.ids_marked("FAIL"),
@@ -293,7 +642,10 @@ fn a_correct_chain_on_authentik_2024_6_passes_with_its_regex_redirect_uri() {
         "{}",
         v.out.stdout
     );
-    assert_eq!(v.ids_marked("SKIP"), ["authentik-grant-types"]);
+    assert_eq!(
+        v.ids_marked("SKIP"),
+        ["authentik-grant-types", "affine-private-issuer"]
+    );
     assert!(v.check_text("authentik-redirect-uri").starts_with("PASS"));
     assert!(v
         .ids_marked("PASS")
@@ -303,18 +655,24 @@ fn a_correct_chain_on_authentik_2024_6_passes_with_its_regex_redirect_uri() {
 #[test]
 fn json_output_is_one_object_with_ok_and_every_check() {
     let c = chain("0.25.3", None);
-    let v = verify_chain(&c, true, &["--json"]);
+    let v = verify_chain(&c, ALL_CREDS, &["--json"]);
     v.assert_exit(0);
     let doc: Value = serde_json::from_str(v.out.stdout.trim()).expect("one JSON object");
     assert_eq!(v.out.stdout.trim().lines().count(), 1);
     assert_eq!(doc["ok"], json!(true));
     let checks = doc["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), AFFINE_CHECKS.len() + AUTHENTIK_CHECKS.len());
-    assert!(checks.iter().all(|c| c["status"] == json!("pass")), "{doc}");
+    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ALL_CHECKS.to_vec());
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["status"] == json!("pass") || c["id"] == json!("affine-private-issuer")),
+        "{doc}"
+    );
 
     // A broken link: ok false and the failing check's id, detail and fix.
     configure_affine(&c.affine, &c.issuer(), "some-other-client-id");
-    let v = verify_chain(&c, true, &["--json"]);
+    let v = verify_chain(&c, ALL_CREDS, &["--json"]);
     v.assert_exit(1);
     let doc: Value = serde_json::from_str(v.out.stdout.trim()).expect("one JSON object");
     assert_eq!(doc["ok"], json!(false));
@@ -325,7 +683,7 @@ fn json_output_is_one_object_with_ok_and_every_check() {
         .filter(|c| c["status"] == json!("fail"))
         .collect();
     assert_eq!(failed.len(), 1, "{doc}");
-    assert_eq!(failed[0]["id"], json!("client-id"));
+    assert_eq!(failed[0]["id"], json!("affine-client-id"));
     assert!(failed[0]["fix"].as_str().unwrap().contains("client"));
 }
 
@@ -355,12 +713,14 @@ fn an_issuer_for_another_slug_fails_discovery() {
             "slug",
         ],
     )]);
-    assert_eq!(v.ids_marked("SKIP"), ["issuer", "authorize-endpoint"]);
+    for skipped in ["issuer", "jwks", "authorize-endpoint"] {
+        assert_eq!(v.mark_of(skipped), "SKIP", "{}", v.out.stdout);
+    }
 
     // The same mistake by --slug.
     let v = verify_chain(
         &c,
-        false,
+        NO_CREDS,
         &["--slug", "affine-typo", "--client-id", &c.client_id],
     );
     v.assert_only_failed(&[("discovery", &["HTTP 404"])]);
@@ -393,7 +753,7 @@ fn a_discovery_document_naming_another_issuer_fails_the_issuer_check() {
     let c = chain("0.25.3", None);
     let announced = format!("{}/application/o/other-path/", c.authentik.url());
     c.authentik.set_issuer_override(Some(announced.clone()));
-    let v = verify_chain(&c, false, &[]);
+    let v = verify_chain(&c, NO_CREDS, &[]);
     v.assert_only_failed(&[(
         "issuer",
         &[
@@ -407,7 +767,7 @@ fn a_discovery_document_naming_another_issuer_fails_the_issuer_check() {
 fn unreachable_discovery_fails_discovery() {
     let c = chain("0.25.3", None);
     c.authentik.set_discovery_available(false);
-    let v = verify_chain(&c, false, &[]);
+    let v = verify_chain(&c, NO_CREDS, &[]);
     v.assert_only_failed(&[("discovery", &["HTTP 503", "reach the issuer"])]);
 
     // Nothing listening at all.
@@ -434,7 +794,7 @@ fn oidc_not_registered_in_affine_fails_affine_registered() {
     let url = affine.url();
     let c = Chain::applied(authentik, affine, &url, json!({}));
     // Never configured.
-    let v = verify_chain(&c, true, &[]);
+    let v = verify_chain(&c, TOKEN, &[]);
     v.assert_only_failed(&[("affine-registered", &["does not list OIDC", "affine_oidc"])]);
     assert!(v.ids_marked("SKIP").contains(&"preflight".to_string()));
 
@@ -444,7 +804,7 @@ fn oidc_not_registered_in_affine_fails_affine_registered() {
     c.configure();
     c.authentik.set_discovery_available(true);
     assert!(!c.affine.oidc_registered());
-    let v = verify_chain(&c, false, &[]);
+    let v = verify_chain(&c, NO_CREDS, &[]);
     v.assert_only_failed(&[(
         "affine-registered",
         &[
@@ -466,7 +826,7 @@ fn a_blueprint_for_another_affine_url_fails_authentiks_redirect_uri() {
         json!({"client_id": "shared-client-id"}),
     );
     c.configure();
-    let v = verify_chain(&c, true, &["--client-id", "shared-client-id"]);
+    let v = verify_chain(&c, TOKEN, &["--client-id", "shared-client-id"]);
     v.assert_only_failed(&[(
         "authentik-redirect-uri",
         &[
@@ -509,7 +869,7 @@ fn affine_sending_another_redirect_uri_fails_redirect_uri() {
 fn affine_configured_with_another_client_id_fails_client_id() {
     let c = chain("0.26.1", None);
     configure_affine(&c.affine, &c.issuer(), "copied-the-wrong-id");
-    let v = verify_chain(&c, true, &[]);
+    let v = verify_chain(&c, TOKEN, &[]);
     v.assert_only_failed(&[(
         "client-id",
         &[
@@ -523,11 +883,266 @@ fn affine_configured_with_another_client_id_fails_client_id() {
         .contains(&"authentik-client-id".to_string()));
 
     // And the other way round: both AFFiNE and verify use an id authentik's provider lacks.
-    let v = verify_chain(&c, true, &["--client-id", "copied-the-wrong-id"]);
+    let v = verify_chain(&c, TOKEN, &["--client-id", "copied-the-wrong-id"]);
     v.assert_only_failed(&[(
         "authentik-client-id",
         &["the provider's client_id is", "same client id"],
     )]);
+}
+
+#[test]
+fn with_admin_credentials_a_wrong_stored_client_id_fails_affine_client_id_alone() {
+    // The stored id is judged by affine-client-id; the authorize URL's client-id then only
+    // checks that AFFiNE runs on what it stores, so one cause gives one failure.
+    let c = chain("0.26.1", None);
+    configure_affine(&c.affine, &c.issuer(), "copied-the-wrong-id");
+    let v = verify_chain(&c, ALL_CREDS, &[]);
+    v.assert_only_failed(&[(
+        "affine-client-id",
+        &[
+            "AFFiNE stores the client id \"copied-the-wrong-id\"",
+            &format!("expected {:?}", c.client_id),
+            "affine_oidc client_id",
+        ],
+    )]);
+    assert!(v.check_text("client-id").contains("the one it stores"));
+}
+
+#[test]
+fn affine_storing_another_applications_issuer_fails_affine_issuer_alone() {
+    // AFFiNE points at application `team` on the same authentik: its discovery works, the
+    // authorize endpoint is authentik's global one and the client id is right, so only the
+    // stored issuer tells.
+    let c = chain("0.26.1", None);
+    apply_blueprint(
+        &c.authentik,
+        "https://team.example.com",
+        json!({"slug": "team"}),
+    );
+    let team = format!("{}/application/o/team/", c.authentik.url());
+    configure_affine(&c.affine, &team, &c.client_id);
+    assert!(c.affine.oidc_registered());
+    let v = verify_chain(&c, ALL_CREDS, &[]);
+    v.assert_only_failed(&[(
+        "affine-issuer",
+        &[
+            &format!("AFFiNE stores the issuer {team}, not {}", c.issuer()),
+            "affine_oidc",
+            &format!("--issuer {team}"),
+        ],
+    )]);
+}
+
+#[test]
+fn a_client_secret_that_differs_fails_client_secret_alone_and_neither_is_shown() {
+    let c = chain("0.26.1", None);
+    let wrong = "another-client-secret-SECRET-9f";
+    c.affine.set_stored_oidc(json!({
+        "issuer": c.issuer(),
+        "clientId": c.client_id,
+        "clientSecret": wrong,
+        "args": {},
+    }));
+    for json_output in [false, true] {
+        let more: &[&str] = if json_output { &["--json"] } else { &[] };
+        let v = verify_chain(&c, ALL_CREDS, more);
+        v.out.assert_no_secrets(&[wrong, CLIENT_SECRET]);
+        if json_output {
+            v.assert_exit(1);
+            let doc: Value = serde_json::from_str(v.out.stdout.trim()).unwrap();
+            let failed: Vec<&Value> = doc["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["status"] == json!("fail"))
+                .collect();
+            assert_eq!(failed.len(), 1, "{doc}");
+            assert_eq!(failed[0]["id"], json!("client-secret"));
+            assert!(failed[0]["detail"].as_str().unwrap().contains("differ"));
+        } else {
+            v.assert_only_failed(&[(
+                "client-secret",
+                &[
+                    "differ",
+                    "invalid_client",
+                    "affine_oidc client_secret",
+                    "authentik_blueprint client_secret",
+                    "!Env",
+                ],
+            )]);
+        }
+    }
+
+    // The same secret on both ends: it matches, and is still nowhere in the output.
+    c.configure();
+    let v = verify_chain(&c, ALL_CREDS, &["--json"]);
+    v.assert_exit(0);
+    assert!(v.out.stdout.contains("match"), "{}", v.out.stdout);
+}
+
+#[test]
+fn without_credentials_each_check_that_needs_them_says_how_to_enable_it() {
+    let c = chain("0.26.1", None);
+    let v = verify_chain(&c, NO_CREDS, &[]);
+    v.assert_exit(0);
+    for id in STORED_CHECKS {
+        let text = v.check_text(id);
+        assert!(text.starts_with("SKIP"), "{text}");
+        for var in [
+            "AFFINE_ADMIN_EMAIL",
+            "AFFINE_ADMIN_PASSWORD",
+            "AFFINE_SESSION_TOKEN",
+        ] {
+            assert!(text.contains(var), "{var}: {text}");
+        }
+    }
+    for id in AUTHENTIK_CHECKS {
+        let text = v.check_text(id);
+        assert!(text.starts_with("SKIP"), "{text}");
+        assert!(text.contains("AUTHENTIK_TOKEN") && text.contains("--authentik-token-file"));
+    }
+    let text = v.check_text("client-secret");
+    assert!(
+        text.starts_with("SKIP") && text.contains("AFFINE_ADMIN_PASSWORD"),
+        "{text}"
+    );
+
+    // AFFiNE's credentials alone: the client secret still waits for authentik's token.
+    let affine_url = c.affine.url();
+    let session = c.affine.session_token_for_admin();
+    let v = verify(
+        &["--affine-url", &affine_url, "--issuer", &c.issuer()],
+        &[("AFFINE_SESSION_TOKEN", &session)],
+    );
+    v.assert_exit(0);
+    v.out.assert_no_secrets(&[&session]);
+    assert_eq!(v.mark_of("affine-issuer"), "PASS");
+    assert_eq!(v.mark_of("affine-client-id"), "PASS");
+    let text = v.check_text("client-secret");
+    assert!(
+        text.starts_with("SKIP") && text.contains("AUTHENTIK_TOKEN"),
+        "{text}"
+    );
+
+    // A wrong password: affine-issuer says so, the password nowhere.
+    let v = verify(
+        &["--affine-url", &affine_url, "--issuer", &c.issuer()],
+        &[
+            ("AFFINE_ADMIN_EMAIL", ADMIN_EMAIL),
+            ("AFFINE_ADMIN_PASSWORD", "not-the-password-SECRET"),
+        ],
+    );
+    v.assert_only_failed(&[(
+        "affine-issuer",
+        &["wrong e-mail or password", "AFFINE_ADMIN_PASSWORD"],
+    )]);
+    assert_eq!(v.mark_of("affine-client-id"), "SKIP");
+
+    // A password without its e-mail is a usage error naming both variables.
+    let v = verify(
+        &["--affine-url", &affine_url, "--issuer", &c.issuer()],
+        &[("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    v.assert_exit(2);
+    assert!(
+        v.out.stderr.contains("AFFINE_ADMIN_EMAIL")
+            && v.out.stderr.contains("AFFINE_ADMIN_PASSWORD"),
+        "{}",
+        v.out.stderr
+    );
+}
+
+#[test]
+fn affine_0_20_gets_the_oauth_oidc_variables_message_not_malformed() {
+    // 0.17-0.20 mask any field they lack as "Internal Server Error"; verify asks for the
+    // version first and names the variables such a server takes OIDC from.
+    let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
+    let affine = affine_standin("0.20.0", None);
+    let url = affine.url();
+    let c = Chain::applied(authentik, affine, &url, json!({}));
+    let v = verify_chain(&c, ALL_CREDS, &[]);
+    v.assert_only_failed(&[(
+        "affine-registered",
+        &[
+            "0.20.0",
+            "OAuth plugin is off",
+            "OAUTH_OIDC_ISSUER",
+            "OAUTH_OIDC_CLIENT_SECRET",
+        ],
+    )]);
+    assert!(!v.out.stdout.contains("malformed"), "{}", v.out.stdout);
+    assert_eq!(v.mark_of("affine-version"), "WARN");
+    for id in STORED_CHECKS {
+        let text = v.check_text(id);
+        assert!(
+            text.starts_with("SKIP") && text.contains("OAUTH_OIDC_ISSUER"),
+            "{text}"
+        );
+    }
+    // No sign-in is spent on a server that has no settings to read.
+    assert_eq!(c.affine.sign_in_count(), 0);
+
+    // With the OAuth plugin on and OIDC in its environment, the login path is checked.
+    let mut opts = AffineOptions::new("0.20.0");
+    opts.oauth_plugin = true;
+    let c = Chain {
+        affine: AffineStandin::start(opts),
+        ..c
+    };
+    c.configure();
+    let v = verify_chain(&c, NO_CREDS, &["--client-id", &c.client_id]);
+    v.assert_exit(0);
+    for id in ["affine-registered", "preflight", "client-id"] {
+        assert_eq!(v.mark_of(id), "PASS", "{}", v.out.stdout);
+    }
+}
+
+#[test]
+fn affine_newer_than_the_tool_knows_is_verified_by_the_newest_rules_with_one_warning() {
+    let c = chain("0.28.0", Some(false));
+    wait_registered(&c.affine);
+    let v = verify_chain(&c, ALL_CREDS, &[]);
+    v.assert_exit(0);
+    assert_eq!(v.ids_marked("FAIL"), Vec::<String>::new());
+    let text = v.check_text("affine-version");
+    assert!(text.starts_with("WARN"), "{text}");
+    assert!(text.contains("0.28.0") && text.contains("0.27.x"), "{text}");
+    assert_eq!(
+        v.out.stdout.matches("newer than").count(),
+        1,
+        "{}",
+        v.out.stdout
+    );
+    // 0.27's rules: the private-address guard is assumed.
+    assert_eq!(v.mark_of("affine-private-issuer"), "WARN");
+
+    // A version that is not a version is still refused.
+    let odd = ScriptedIssuer::start();
+    odd.route(
+        "/graphql",
+        Response::json(
+            200,
+            &json!({"data": {"serverConfig": {"version": "latest"}}}),
+        ),
+    );
+    let odd_url = odd.url();
+    let v = verify(
+        &[
+            "--affine-url",
+            &odd_url,
+            "--issuer",
+            &c.issuer(),
+            "--client-id",
+            "x",
+        ],
+        &[],
+    );
+    v.assert_exit(1);
+    let text = v.check_text("affine-version");
+    assert!(
+        text.starts_with("FAIL") && text.contains("\"latest\", which is not X.Y.Z"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -546,14 +1161,19 @@ fn a_provider_without_grant_types_or_scopes_fails_its_authentik_check() {
         client_id,
     };
     c.configure();
-    let v = verify_chain(&c, true, &["--client-id", &c.client_id]);
-    v.assert_only_failed(&[(
-        "authentik-grant-types",
-        &[
-            "authorization_code",
-            "grant_types [authorization_code, refresh_token]",
-        ],
-    )]);
+    let v = verify_chain(&c, TOKEN, &["--client-id", &c.client_id]);
+    // A hand-made provider has no signing key either (ProviderState sets none), which jwks
+    // rightly names too.
+    v.assert_only_failed(&[
+        ("jwks", &["no signing key", "signing_key"]),
+        (
+            "authentik-grant-types",
+            &[
+                "authorization_code",
+                "grant_types [authorization_code, refresh_token]",
+            ],
+        ),
+    ]);
 
     // Scopes: only openid mapped.
     let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
@@ -581,7 +1201,10 @@ fn a_provider_without_grant_types_or_scopes_fails_its_authentik_check() {
         ],
         &[("AUTHENTIK_TOKEN", &token)],
     );
-    v.assert_only_failed(&[("authentik-scopes", &["email, profile"])]);
+    v.assert_only_failed(&[
+        ("jwks", &["no signing key"]),
+        ("authentik-scopes", &["email, profile"]),
+    ]);
 }
 
 #[test]
@@ -603,6 +1226,9 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
         "authentik-provider",
         &["refused the token", "AUTHENTIK_TOKEN"],
     )]);
+    for id in &AUTHENTIK_CHECKS[1..] {
+        assert_eq!(v.mark_of(id), "SKIP", "{}", v.out.stdout);
+    }
 
     // From a file, the same as from the environment; in --json output too.
     let dir = tempfile::tempdir().unwrap();
@@ -638,11 +1264,11 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
         &[("AUTHENTIK_TOKEN", WRONG_TOKEN)],
     );
     v.assert_exit(0);
-    assert!(
-        !v.out.stdout.contains("authentik-provider"),
-        "{}",
-        v.out.stdout
-    );
+    for id in AUTHENTIK_CHECKS {
+        let text = v.check_text(id);
+        assert!(text.starts_with("SKIP"), "{text}");
+        assert!(text.contains("--authentik-url"), "{text}");
+    }
     // A token file asks for those checks explicitly: without the URL, a usage error.
     let v = verify(
         &[
@@ -691,7 +1317,7 @@ fn affine_0_27_with_a_loopback_issuer_gets_the_ssrf_warning_and_0_25_does_not() 
     // and the warning still says 0.27 would refuse this issuer. Warnings do not fail.
     let c = chain("0.27.0", Some(false));
     wait_registered(&c.affine);
-    let v = verify_chain(&c, true, &[]);
+    let v = verify_chain(&c, TOKEN, &[]);
     v.assert_exit(0);
     assert_eq!(v.ids_marked("FAIL"), Vec::<String>::new());
     assert_eq!(v.ids_marked("WARN"), ["affine-private-issuer"]);
@@ -704,13 +1330,13 @@ fn affine_0_27_with_a_loopback_issuer_gets_the_ssrf_warning_and_0_25_does_not() 
     // Guard on, as 0.27 ships: AFFiNE never registers OIDC; the warning tells why.
     let c = chain("0.27.0", None);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let v = verify_chain(&c, false, &[]);
+    let v = verify_chain(&c, NO_CREDS, &[]);
     v.assert_only_failed(&[("affine-registered", &["does not list OIDC"])]);
     assert_eq!(v.ids_marked("WARN"), ["affine-private-issuer"]);
 
     // 0.25 has no such guard: no warning for the same loopback issuer.
     let c = chain("0.25.3", None);
-    let v = verify_chain(&c, false, &[]);
+    let v = verify_chain(&c, NO_CREDS, &[]);
     v.assert_exit(0);
     assert!(v.ids_marked("WARN").is_empty(), "{}", v.out.stdout);
     assert!(!v.out.stdout.contains("SSRF"));

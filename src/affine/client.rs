@@ -1,6 +1,7 @@
 //! AFFiNE's HTTP API: sign-in, the GraphQL admin settings, the public server config and the
 //! OAuth preflight. Nothing else in the project builds requests to AFFiNE.
 
+use std::cell::OnceCell;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::affine::graphql;
 use crate::affine::oidc_value::OidcValue;
-use crate::affine::version::{AffineVersion, ValidateForm};
+use crate::affine::version::{AffineVersion, ValidateForm, OIDC_ENVIRONMENT_VARIABLES};
 use crate::error::{Error, Result};
 use crate::http::{describe_transport_error, HttpOptions};
 use crate::secret::Secret;
@@ -31,18 +32,79 @@ pub enum Credentials {
     SessionToken(Secret),
 }
 
+/// Where the credentials come from when no task parameter gives them. Secrets go in the
+/// environment, never on a command line (`ps` shows it).
+pub const ADMIN_EMAIL_ENV: &str = "AFFINE_ADMIN_EMAIL";
+pub const ADMIN_PASSWORD_ENV: &str = "AFFINE_ADMIN_PASSWORD";
+pub const SESSION_TOKEN_ENV: &str = "AFFINE_SESSION_TOKEN";
+
+/// A password was given without the e-mail it belongs to; callers word it in their own
+/// names (parameters or variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordWithoutEmail;
+
+impl Credentials {
+    /// The one rule for credentials of one source (the environment, or a task's
+    /// parameters): a session token wins (one request fewer, no rate-limited sign-in), else
+    /// a password with its e-mail. Empty values count as not given. `Ok(None)`: neither.
+    pub fn choose(
+        session_token: Option<Secret>,
+        email: Option<String>,
+        password: Option<Secret>,
+    ) -> std::result::Result<Option<Credentials>, PasswordWithoutEmail> {
+        if let Some(token) = session_token.filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials::SessionToken(token)));
+        }
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        match email.filter(|e| !e.is_empty()) {
+            Some(email) => Ok(Some(Credentials::Password { email, password })),
+            None => Err(PasswordWithoutEmail),
+        }
+    }
+
+    /// [`Credentials::choose`] over `AFFINE_SESSION_TOKEN`, `AFFINE_ADMIN_EMAIL` and
+    /// `AFFINE_ADMIN_PASSWORD`.
+    pub fn from_environment() -> Result<Option<Credentials>> {
+        let var = |name: &str| std::env::var(name).ok();
+        Credentials::choose(
+            var(SESSION_TOKEN_ENV).map(Secret::new),
+            var(ADMIN_EMAIL_ENV),
+            var(ADMIN_PASSWORD_ENV).map(Secret::new),
+        )
+        .map_err(|PasswordWithoutEmail| {
+            Error::usage(format!(
+                "{ADMIN_PASSWORD_ENV} is set but {ADMIN_EMAIL_ENV} is not: give the administrator's e-mail too"
+            ))
+        })
+    }
+
+    /// The secret values to mask in output (password or token).
+    pub fn secret(&self) -> &Secret {
+        match self {
+            Credentials::Password { password, .. } => password,
+            Credentials::SessionToken(token) => token,
+        }
+    }
+}
+
 /// What one state read returns.
 #[derive(Debug, Clone)]
 pub struct ServerState {
     pub version: AffineVersion,
-    pub oauth_providers: Vec<String>,
+    /// `serverConfig.oauthProviders`; `None` when the server has no such field: 0.17-0.20
+    /// with the OAuth plugin off, i.e. no OAuth login at all.
+    pub oauth_providers: Option<Vec<String>>,
     /// `oauth.providers.oidc` as stored (`None` when the config has no such key).
     pub oidc: Option<Value>,
 }
 
 impl ServerState {
     pub fn oidc_registered(&self) -> bool {
-        self.oauth_providers.iter().any(|p| p == "OIDC")
+        self.oauth_providers
+            .as_ref()
+            .is_some_and(|providers| providers.iter().any(|p| p == "OIDC"))
     }
 }
 
@@ -53,6 +115,9 @@ pub struct AffineClient {
     auth: Option<(reqwest::header::HeaderName, Secret)>,
     /// How long to keep honouring `Retry-After` on a rate-limited sign-in.
     patience: Duration,
+    /// The server's version, asked once ([`AffineClient::version`]): a poll then costs one
+    /// request, not two.
+    version: OnceCell<AffineVersion>,
 }
 
 impl AffineClient {
@@ -62,6 +127,7 @@ impl AffineClient {
             base,
             auth: None,
             patience: options.timeout,
+            version: OnceCell::new(),
         })
     }
 
@@ -151,45 +217,76 @@ impl AffineClient {
         }
     }
 
-    /// Version, registered providers and the stored OIDC value, in one request.
-    pub fn read_state(&self) -> Result<ServerState> {
-        match self.graphql(graphql::STATE_QUERY, None) {
-            Ok(data) => {
-                let mut state = parse_server_config(&data, &self.what())?;
-                state.oidc = data
-                    .get("appConfig")
-                    .and_then(|c| c.get(OAUTH_MODULE))
-                    .and_then(|o| o.get("providers"))
-                    .and_then(|p| p.get("oidc"))
-                    .cloned();
-                Ok(state)
-            }
-            Err(GraphqlError::BadRequest(message)) if message.contains("appConfig") => {
-                // An AFFiNE without the admin config API: say which version and what it takes.
-                let server = self.server_state()?;
-                if !server.version.has_admin_config_api() {
-                    return Err(Error::failed(format!(
-                        "AFFiNE {} at {} has no admin API for OAuth settings (0.21 and newer have). Upgrade, or configure OIDC \
-                         through its environment: OAUTH_OIDC_ISSUER, OAUTH_OIDC_CLIENT_ID, OAUTH_OIDC_CLIENT_SECRET, \
-                         OAUTH_OIDC_SCOPE and OAUTH_OIDC_CLAIM_MAP_*",
-                        server.version, self.base
-                    )));
-                }
-                Err(Error::failed(format!(
-                    "{} rejected the query: {message}",
-                    self.what()
-                )))
-            }
-            Err(e) => Err(e.into_error(&self.what())),
+    /// The server's version, from the one query every AFFiNE answers. Asked before
+    /// anything else, because AFFiNE 0.17-0.20 answer a document naming a field they lack
+    /// with a bare "Internal Server Error": the version says what to ask, and what to tell
+    /// the user, before such a refusal can hide it.
+    pub fn version(&self) -> Result<AffineVersion> {
+        if let Some(version) = self.version.get() {
+            return Ok(*version);
         }
+        let data = self
+            .graphql(graphql::VERSION_QUERY, None)
+            .map_err(|e| e.into_error(&self.what()))?;
+        let version = parse_version(&data, &self.what())?;
+        Ok(*self.version.get_or_init(|| version))
+    }
+
+    /// The version, when the server has the admin API for OAuth settings (0.21+); else the
+    /// error that names the environment variables such a server takes OIDC from.
+    pub fn admin_config_version(&self) -> Result<AffineVersion> {
+        let version = self.version()?;
+        if version.has_admin_config_api() {
+            Ok(version)
+        } else {
+            Err(Error::failed(format!(
+                "AFFiNE {version} at {} has no admin API for OAuth settings (0.21 and newer have). Upgrade, or configure OIDC \
+                 through its environment: {OIDC_ENVIRONMENT_VARIABLES}",
+                self.base
+            )))
+        }
+    }
+
+    /// Version, registered providers and the stored OIDC value (admin only, 0.21+).
+    pub fn read_state(&self) -> Result<ServerState> {
+        let version = self.admin_config_version()?;
+        let data = self
+            .graphql(graphql::STATE_QUERY, None)
+            .map_err(|e| e.into_error(&self.what()))?;
+        Ok(ServerState {
+            version,
+            oauth_providers: Some(oauth_providers(&data)),
+            oidc: data
+                .get("appConfig")
+                .and_then(|c| c.get(OAUTH_MODULE))
+                .and_then(|o| o.get("providers"))
+                .and_then(|p| p.get("oidc"))
+                .cloned(),
+        })
     }
 
     /// The public part only (no login): version and registered providers.
     pub fn server_state(&self) -> Result<ServerState> {
-        let data = self
-            .graphql(graphql::SERVER_QUERY, None)
-            .map_err(|e| e.into_error(&self.what()))?;
-        parse_server_config(&data, &self.what())
+        let version = self.version()?;
+        let oauth_providers = if version.has_admin_config_api() {
+            let data = self
+                .graphql(graphql::SERVER_QUERY, None)
+                .map_err(|e| e.into_error(&self.what()))?;
+            Some(oauth_providers(&data))
+        } else {
+            // 0.17-0.20: the field exists only while the OAuth plugin is on; its absence
+            // is the answer, not an error.
+            match self.graphql(graphql::OAUTH_PROVIDERS_QUERY, None) {
+                Ok(data) => Some(oauth_providers(&data)),
+                Err(GraphqlError::BadRequest(_)) => None,
+                Err(e) => return Err(e.into_error(&self.what())),
+            }
+        };
+        Ok(ServerState {
+            version,
+            oauth_providers,
+            oidc: None,
+        })
     }
 
     /// Asks AFFiNE whether it would accept `value`, without saving. `Ok(None)` when it
@@ -355,21 +452,20 @@ fn updates(value: &OidcValue) -> Value {
     json!({"updates": [{"module": OAUTH_MODULE, "key": OIDC_KEY, "value": value.to_affine_revealed()}]})
 }
 
-fn parse_server_config(data: &Value, what: &str) -> Result<ServerState> {
-    let config = data
-        .get("serverConfig")
-        .ok_or_else(|| Error::failed(format!("{what} sent no serverConfig")))?;
-    let raw_version = config
-        .get("version")
+fn parse_version(data: &Value, what: &str) -> Result<AffineVersion> {
+    let raw_version = data
+        .pointer("/serverConfig/version")
         .and_then(Value::as_str)
-        .unwrap_or_default();
-    let version = AffineVersion::parse(raw_version).ok_or_else(|| {
+        .ok_or_else(|| Error::failed(format!("{what} sent no serverConfig version")))?;
+    AffineVersion::parse(raw_version).ok_or_else(|| {
         Error::failed(format!(
             "{what} reports version {raw_version:?}, which is not X.Y.Z"
         ))
-    })?;
-    let oauth_providers = config
-        .get("oauthProviders")
+    })
+}
+
+fn oauth_providers(data: &Value) -> Vec<String> {
+    data.pointer("/serverConfig/oauthProviders")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -377,12 +473,7 @@ fn parse_server_config(data: &Value, what: &str) -> Result<ServerState> {
                 .map(str::to_string)
                 .collect()
         })
-        .unwrap_or_default();
-    Ok(ServerState {
-        version,
-        oauth_providers,
-        oidc: None,
-    })
+        .unwrap_or_default()
 }
 
 fn server_error(what: &str, status: u16) -> Error {
@@ -433,4 +524,29 @@ fn session_cookies(response: &Response) -> Vec<(String, String)> {
         .filter(|(name, _)| name.trim().starts_with("affine_"))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<Secret> {
+        Some(Secret::new(v))
+    }
+
+    #[test]
+    fn a_session_token_wins_and_a_password_needs_its_email() {
+        let chosen = Credentials::choose(s("tok"), Some("a@b".into()), s("pw")).unwrap();
+        assert!(matches!(chosen, Some(Credentials::SessionToken(t)) if t.expose() == "tok"));
+        let chosen = Credentials::choose(s(""), Some("a@b".into()), s("pw")).unwrap();
+        assert!(matches!(chosen, Some(Credentials::Password { email, .. }) if email == "a@b"));
+        assert_eq!(
+            Credentials::choose(None, None, s("pw")).unwrap_err(),
+            PasswordWithoutEmail
+        );
+        // An empty password is no password: AFFiNE would e-mail a magic link for it.
+        assert!(Credentials::choose(None, Some("a@b".into()), s(""))
+            .unwrap()
+            .is_none());
+    }
 }

@@ -1,6 +1,19 @@
 //! AFFiNE server versions and what each one offers. The only place that compares them.
+//!
+//! A version newer than [`NEWEST_KNOWN`] (0.27.x) gets the newest known rules: every cut-over
+//! below is "from version X on", so a newer server takes the 0.27 side of each, and
+//! [`AffineVersion::newer_than_known`] words the one warning a caller shows. Refusing it
+//! instead would break every playbook on the day AFFiNE releases.
 
 use std::fmt;
+
+/// The newest AFFiNE minor release whose behaviour this tool knows (any patch of it).
+pub const NEWEST_KNOWN: AffineVersion = AffineVersion::at(27, 0);
+
+/// AFFiNE 0.20 and older take OIDC only from their environment (no admin API). Each message
+/// that meets such a server names these.
+pub const OIDC_ENVIRONMENT_VARIABLES: &str = "OAUTH_OIDC_ISSUER, OAUTH_OIDC_CLIENT_ID, \
+    OAUTH_OIDC_CLIENT_SECRET, OAUTH_OIDC_SCOPE and OAUTH_OIDC_CLAIM_MAP_*";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AffineVersion {
@@ -44,6 +57,19 @@ impl AffineVersion {
             minor,
             patch,
         }
+    }
+
+    /// `Some(warning)` when this is newer than the newest release the tool knows: it is then
+    /// treated by the newest known rules, and the warning (one, naming the version) says so.
+    pub fn newer_than_known(self) -> Option<String> {
+        let newer = (self.major, self.minor) > (NEWEST_KNOWN.major, NEWEST_KNOWN.minor);
+        newer.then(|| {
+            format!(
+                "AFFiNE {self} is newer than the newest version this tool knows ({}.{}.x); it is treated as {}.{}. \
+                 If something fails, look for a newer affine-authentik",
+                NEWEST_KNOWN.major, NEWEST_KNOWN.minor, NEWEST_KNOWN.major, NEWEST_KNOWN.minor
+            )
+        })
     }
 
     /// `appConfig` / `updateAppConfig` exist from 0.21.
@@ -117,5 +143,30 @@ mod tests {
         assert!(!v("0.27.0").registers_after_single_discovery());
         assert!(v("v0.27.0-beta.1").has_ssrf_guard());
         assert!(AffineVersion::parse("latest").is_none());
+    }
+
+    #[test]
+    fn only_a_version_past_0_27_x_is_newer_than_known_and_it_gets_0_27s_rules() {
+        for known in [
+            "0.17.0",
+            "0.25.3",
+            "0.27.0",
+            "0.27.3",
+            "0.27.99",
+            "v0.27.4-beta.1",
+        ] {
+            assert_eq!(v(known).newer_than_known(), None, "{known}");
+        }
+        for newer in ["0.28.0", "0.28.0-canary.1", "1.0.0"] {
+            let warning = v(newer).newer_than_known().expect(newer);
+            assert!(warning.contains(&v(newer).to_string()), "{warning}");
+            assert!(warning.contains("0.27.x"), "{warning}");
+            assert!(v(newer).has_ssrf_guard() && v(newer).checks_issuer_equality());
+            assert!(!v(newer).registers_after_single_discovery());
+            assert_eq!(v(newer).validate_form(), Some(ValidateForm::Query));
+        }
+        for malformed in ["", "0", "0.x.1", "next"] {
+            assert!(AffineVersion::parse(malformed).is_none(), "{malformed:?}");
+        }
     }
 }

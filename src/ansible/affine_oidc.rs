@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::affine::client::Credentials;
+use crate::affine::client::{
+    Credentials, PasswordWithoutEmail, ADMIN_EMAIL_ENV, ADMIN_PASSWORD_ENV, SESSION_TOKEN_ENV,
+};
 use crate::affine::oidc_value::OidcValue;
 use crate::ansible::params::{Kind, Param, Params, Spec};
 use crate::error::{Error, Result};
@@ -25,12 +27,12 @@ pub static SPEC: Spec = Spec {
     module: NAME,
     params: &[
         Param::new("affine_url", Kind::Str).env("AFFINE_URL"),
-        Param::new("admin_email", Kind::Str).env("AFFINE_ADMIN_EMAIL"),
+        Param::new("admin_email", Kind::Str).env(ADMIN_EMAIL_ENV),
         Param::new("admin_password", Kind::Str)
-            .env("AFFINE_ADMIN_PASSWORD")
+            .env(ADMIN_PASSWORD_ENV)
             .no_log(),
         Param::new("session_token", Kind::Str)
-            .env("AFFINE_SESSION_TOKEN")
+            .env(SESSION_TOKEN_ENV)
             .no_log(),
         Param::new("config_file", Kind::Path),
         Param::new("backup", Kind::Bool).default("false"),
@@ -171,10 +173,15 @@ fn credentials(params: &Params) -> Result<Credentials> {
     } else if params.given("session_token") {
         token()
     } else {
-        token()
-            .map(Ok)
-            .or_else(|| password().transpose())
-            .transpose()?
+        // Both from the environment: the rule `verify` uses for the same variables.
+        Credentials::choose(
+            params.secret("session_token"),
+            params.str("admin_email"),
+            params.secret("admin_password"),
+        )
+        .map_err(|PasswordWithoutEmail| {
+            Error::usage("admin_password needs admin_email (or AFFINE_ADMIN_EMAIL)")
+        })?
     };
     chosen.ok_or_else(|| {
         Error::usage("give admin_email and admin_password, or session_token (or AFFINE_ADMIN_EMAIL/AFFINE_ADMIN_PASSWORD, AFFINE_SESSION_TOKEN)")

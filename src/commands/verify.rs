@@ -1,8 +1,9 @@
+use crate::affine::client::Credentials;
 use crate::cli::VerifyArgs;
 use crate::commands::{http_options, resolve_oidc_client, ResolvedOidcClient};
 use crate::error::{Error, Result};
 use crate::secret::{Redactor, Secret};
-use crate::verify::{self, Check, Status, VerifyInput};
+use crate::verify::{self, AuthentikAccess, Check, Status, VerifyInput};
 use crate::web_url::BaseUrl;
 
 /// Runs the checks and prints them. `Ok(true)` when every check passed.
@@ -36,7 +37,11 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
             .map(Secret::new),
     };
     let authentik = match (token, authentik_url) {
-        (Some(token), Some(url)) => Some((slug.as_str().to_string(), url, token)),
+        (Some(token), Some(url)) => Ok(AuthentikAccess {
+            slug: slug.as_str().to_string(),
+            url,
+            token,
+        }),
         // A token file is an explicit request for the authentik checks; AUTHENTIK_TOKEN
         // exported for other tools is not, so without a URL those checks are skipped.
         (Some(_), None) if args.authentik_token_file.is_some() => {
@@ -44,20 +49,32 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
                 "--authentik-token-file needs --authentik-url for the authentik checks",
             ))
         }
-        _ => None,
+        (Some(_), None) => Err(
+            "reading authentik's provider needs authentik's URL besides AUTHENTIK_TOKEN: give --authentik-url (or AUTHENTIK_URL)"
+                .to_string(),
+        ),
+        (None, _) => Err(
+            "reading authentik's provider needs an API token: export AUTHENTIK_TOKEN, or give --authentik-token-file, with --authentik-url"
+                .to_string(),
+        ),
     };
+    let affine_credentials = Credentials::from_environment()?;
     let mut redactor = Redactor::new();
-    if let Some((_, _, token)) = &authentik {
-        redactor.add(token);
+    if let Ok(access) = &authentik {
+        redactor.add(&access.token);
+    }
+    if let Some(credentials) = &affine_credentials {
+        redactor.add(credentials.secret());
     }
     let input = VerifyInput {
         affine_url,
         issuer,
         client_id,
+        affine_credentials,
         authentik,
         http: http_options(&args.http),
     };
-    let checks = verify::run(&input)?;
+    let checks = verify::run(&input, &mut redactor)?;
     let ok = verify::all_passed(&checks);
     if args.json {
         let mut value = serde_json::json!({"ok": ok, "checks": checks});
@@ -81,13 +98,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
 }
 
 fn human_line(check: &Check) -> String {
-    let mark = match check.status {
-        Status::Pass => "PASS",
-        Status::Fail => "FAIL",
-        Status::Warn => "WARN",
-        Status::Skip => "SKIP",
-    };
-    let mut line = format!("{mark} {:<24} {}", check.id, check.detail);
+    let mut line = format!("{} {:<24} {}", check.status.mark(), check.id, check.detail);
     if let Some(fix) = &check.fix {
         line.push_str(&format!("\n     fix: {fix}"));
     }

@@ -1,4 +1,4 @@
-//! A stand-in for a self-hosted AFFiNE server (0.20 to 0.27+), faithful to CONTRACTS.md §1:
+//! A stand-in for a self-hosted AFFiNE server (0.17 to 0.27+), faithful to CONTRACTS.md §1:
 //! the GraphQL admin API (`appConfig`, `updateAppConfig`, `validateAppConfig`, `serverConfig`),
 //! sign-in with its rate limit and cookies, the OAuth preflight, and when OIDC becomes
 //! registered on each version (including the real discovery fetch against the issuer).
@@ -16,6 +16,15 @@
 //!   right after the write sees the final state.
 //! - The preflight URL carries PKCE (`code_challenge`, S256) from 0.26, where the contract
 //!   documents it; its query is encoded like JavaScript's `URLSearchParams` (space = `+`).
+//! - The discovery fetch follows redirects as 0.27's does (at most 3, each hop through the
+//!   SSRF guard when it is on); every version does so here, since authentik's router answers
+//!   the doubled slash AFFiNE builds with a 301.
+//! - 0.17-0.20 (no admin API): every GraphQL parse, validation and variable error is masked
+//!   as the real 0.17 masked it (HTTP 400, `Internal Server Error`, no `name`), and
+//!   `serverConfig.oauthProviders` exists only with [`AffineOptions::oauth_plugin`]. There,
+//!   [`AffineStandin::set_stored_oidc`] stands for the `OAUTH_OIDC_*` variables the server
+//!   started with: with the plugin on, OIDC registers from them as 0.21 does, without
+//!   discovery (the contract is silent on how 0.20 registers).
 #![allow(dead_code)]
 
 use std::cell::RefCell;
@@ -44,6 +53,9 @@ pub use super::http_standin::{Fault, Recorded};
 pub struct AffineOptions {
     /// Server version, e.g. "0.21.0", "0.25.3", "0.26.0", "0.26.1", "0.27.0" or "0.20.0".
     pub version: String,
+    /// 0.17-0.20 only: the OAuth plugin is on, so `serverConfig.oauthProviders` exists.
+    /// (0.21+ always have OAuth built in; this is ignored there.)
+    pub oauth_plugin: bool,
     /// The administrator. An empty email means a fresh server with no admin (only `users`, if any),
     /// where `POST /api/setup/create-admin-user` works while no user exists at all.
     pub admin_email: String,
@@ -61,6 +73,7 @@ impl AffineOptions {
     pub fn new(version: &str) -> Self {
         AffineOptions {
             version: version.to_string(),
+            oauth_plugin: false,
             admin_email: "admin@example.com".into(),
             admin_password: "admin-pass-SECRET".into(),
             users: Vec::new(),
@@ -284,6 +297,13 @@ impl Inner {
     fn has_app_config(&self) -> bool {
         self.at_least(21, 0)
     }
+    /// 0.17-0.20 mask GraphQL errors and have OAuth only as a plugin.
+    fn is_legacy(&self) -> bool {
+        !self.has_app_config()
+    }
+    fn has_oauth(&self) -> bool {
+        self.has_app_config() || self.opts.oauth_plugin
+    }
     fn validates_oidc(&self) -> bool {
         self.at_least(22, 0)
     }
@@ -300,7 +320,7 @@ impl Inner {
         self.at_least(27, 0)
     }
     fn ssrf_guard(&self) -> bool {
-        self.opts.ssrf_guard.unwrap_or(self.at_least(27, 0))
+        opts_ssrf_guard(&self.opts, self.version)
     }
     fn sets_csrf_cookie(&self) -> bool {
         self.at_least(25, 0)
@@ -317,8 +337,11 @@ impl Inner {
 impl Inner {
     fn new(opts: AffineOptions, url: &str, me: Weak<Inner>) -> Self {
         let version = parse_version(&opts.version);
-        let schema = Schema::parse_and_validate(schema_sdl(version), "affine-standin.graphql")
-            .expect("the stand-in's schema is valid");
+        let oauth = version >= (0, 21, 0) || opts.oauth_plugin;
+        let http = discovery_client(opts_ssrf_guard(&opts, version));
+        let schema =
+            Schema::parse_and_validate(schema_sdl(version, oauth), "affine-standin.graphql")
+                .expect("the stand-in's schema is valid");
         let mut users = Vec::new();
         if !opts.admin_email.is_empty() {
             users.push(User {
@@ -348,12 +371,7 @@ impl Inner {
                 ..State::default()
             }),
             stop: AtomicBool::new(false),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(5))
-                // The stand-ins live on loopback: never route their traffic through a proxy.
-                .no_proxy()
-                .build()
-                .expect("http client"),
+            http,
             me,
         }
     }
@@ -363,9 +381,42 @@ fn name_of(email: &str) -> String {
     email.split('@').next().unwrap_or(email).to_string()
 }
 
+/// Whether the private-address guard is on: as set, else from 0.27.
+fn opts_ssrf_guard(opts: &AffineOptions, version: (u32, u32, u32)) -> bool {
+    opts.ssrf_guard.unwrap_or(version >= (0, 27, 0))
+}
+
+/// AFFiNE's discovery fetch: 10 s per request as 0.27 (5 here, loopback), redirects followed
+/// up to 3, and with the guard on each redirect target refused before it is fetched, as a
+/// guard that checks only the first URL would be no guard.
+fn discovery_client(ssrf_guard: bool) -> reqwest::blocking::Client {
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_DISCOVERY_REDIRECTS {
+            return attempt.error(format!("more than {MAX_DISCOVERY_REDIRECTS} redirects"));
+        }
+        if ssrf_guard {
+            if let Err(why) = ssrf_check(attempt.url().as_str()) {
+                return attempt.error(why);
+            }
+        }
+        attempt.follow()
+    });
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(policy)
+        // The stand-ins live on loopback: never route their traffic through a proxy.
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+/// AFFiNE 0.27's fetch follows at most this many redirects.
+const MAX_DISCOVERY_REDIRECTS: usize = 3;
+
 /// The subset of AFFiNE's GraphQL schema the stand-in serves, per version
-/// (CONTRACTS.md §1 "Admin settings over the network" and "Public checks").
-fn schema_sdl(v: (u32, u32, u32)) -> String {
+/// (CONTRACTS.md §1 "Admin settings over the network" and "Public checks"); `oauth`: whether
+/// `serverConfig.oauthProviders` exists (always from 0.21, with the OAuth plugin before).
+fn schema_sdl(v: (u32, u32, u32), oauth: bool) -> String {
     let mut query = String::from("  serverConfig: ServerConfigType!\n  currentUser: UserType\n");
     let mut mutation = String::from("  sendVerifyEmail(callbackUrl: String!): Boolean!\n");
     if v >= (0, 21, 0) {
@@ -400,8 +451,7 @@ type ServerConfigType {{
   features: [ServerFeature!]!
   initialized: Boolean!
   name: String!
-  oauthProviders: [OAuthProviderType!]!
-  type: ServerDeploymentType!
+{oauth_providers}  type: ServerDeploymentType!
   version: String!
 }}
 type UserType {{
@@ -430,7 +480,12 @@ type Query {{
 {query}}}
 type Mutation {{
 {mutation}}}
-"#
+"#,
+        oauth_providers = if oauth {
+            "  oauthProviders: [OAuthProviderType!]!\n"
+        } else {
+            ""
+        },
     )
 }
 
@@ -1036,11 +1091,12 @@ impl Inner {
             st.oidc = None;
             st.oidc_generation
         };
-        if !self.has_app_config() || client_id.is_empty() || client_secret.is_empty() {
+        if !self.has_oauth() || client_id.is_empty() || client_secret.is_empty() {
             return; // an empty config unregisters
         }
         if !self.validates_oidc() {
-            // 0.21: registered as soon as clientId and clientSecret are set, no discovery.
+            // 0.21 (and 0.17-0.20 with the OAuth plugin, from their environment):
+            // registered as soon as clientId and clientSecret are set, no discovery.
             lock(&self.state).oidc = Some(OidcRegistration {
                 authorization_endpoint: None,
             });
@@ -1397,14 +1453,16 @@ impl Inner {
                 json!(["LocalWorkspace"])
             },
         );
-        m.insert(
-            "oauthProviders".into(),
-            if registered {
-                json!(["OIDC"])
-            } else {
-                json!([])
-            },
-        );
+        if self.has_oauth() {
+            m.insert(
+                "oauthProviders".into(),
+                if registered {
+                    json!(["OIDC"])
+                } else {
+                    json!([])
+                },
+            );
+        }
         m
     }
 
@@ -1438,6 +1496,22 @@ impl Inner {
 }
 
 impl Inner {
+    /// A document the server refuses before running it (parse, validation, operation and
+    /// variable errors): HTTP 400 naming GRAPHQL_BAD_REQUEST from 0.21; 0.17-0.20 mask
+    /// every such error as a bare "Internal Server Error" (seen on a real 0.17).
+    fn graphql_refusal(&self, code: &str, message: &str, locations: Option<Value>) -> Response {
+        if self.is_legacy() {
+            return Response::json(
+                400,
+                &json!({"errors": [{
+                    "message": "Internal Server Error",
+                    "extensions": {"code": "Internal Server Error", "status": 500},
+                }]}),
+            );
+        }
+        graphql_400(code, message, locations)
+    }
+
     fn graphql(&self, req: &Request) -> Response {
         // Apollo's CSRF prevention (requestHeaders: ['content-type']) refuses a request without
         // Content-Type; a simple content type then fails body parsing. Both are HTTP 400.
@@ -1506,13 +1580,13 @@ impl Inner {
                     } else {
                         "GRAPHQL_VALIDATION_FAILED"
                     };
-                    return graphql_400(code, &message, locations);
+                    return self.graphql_refusal(code, &message, locations);
                 }
             };
         let operation = match doc.operations.get(op_name) {
             Ok(op) => op,
             Err(e) => {
-                return graphql_400(
+                return self.graphql_refusal(
                     "OPERATION_RESOLUTION_FAILURE",
                     &e.message().to_string(),
                     None,
@@ -1534,7 +1608,9 @@ impl Inner {
             .execute_sync(&root);
         let response = match result {
             Ok(r) => r,
-            Err(e) => return graphql_400("BAD_USER_INPUT", &e.message().to_string(), None),
+            Err(e) => {
+                return self.graphql_refusal("BAD_USER_INPUT", &e.message().to_string(), None)
+            }
         };
         let side = ctx.errors.borrow();
         let errors: Vec<Value> = response

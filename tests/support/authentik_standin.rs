@@ -28,7 +28,8 @@ use serde_yaml::Value as Yaml;
 use sha2::{Digest, Sha512};
 
 use super::http_standin::{
-    lock, now_rfc3339, parse_version, random_token, uuid4, HttpServer, Request, Response, Service,
+    base64url, lock, now_rfc3339, parse_version, random_token, uuid4, HttpServer, Request,
+    Response, Service,
 };
 pub use super::http_standin::{Fault, Recorded};
 
@@ -127,6 +128,14 @@ impl AuthentikStandin {
         lock(&self.inner.state).applied_count
     }
 
+    /// Creates a group `name`, as if made by hand in authentik's admin interface.
+    pub fn add_group(&self, name: &str) {
+        let mut g = Map::new();
+        g.insert("name".into(), json!(name));
+        g.insert("is_superuser".into(), json!(false));
+        lock(&self.inner.state).store.insert(GROUP, g);
+    }
+
     /// Creates an OAuth2 provider and an application `slug` using it, as if configured by hand.
     pub fn add_provider(&self, slug: &str, p: ProviderState) {
         self.inner.add_provider(slug, p);
@@ -206,6 +215,22 @@ impl AuthentikStandin {
             .filter_map(|pk| st.store.find(SCOPE_MAPPING, "pk", pk))
             .filter_map(|m| m.get("managed").and_then(Value::as_str).map(str::to_string))
             .collect()
+    }
+
+    /// The JWKS document of application `slug`'s provider, as `/application/o/<slug>/jwks/`
+    /// serves it.
+    pub fn jwks(&self, slug: &str) -> Option<Value> {
+        self.inner.jwks(slug)
+    }
+
+    /// The private key and `kid` that application `slug`'s provider signs id_tokens with
+    /// (its `signing_key`); `None` without one. The key's public half is in [`Self::jwks`].
+    pub fn signing_key(&self, slug: &str) -> Option<(String, rsa::RsaPrivateKey)> {
+        let provider = self.inner.oidc_application(slug)?;
+        let st = lock(&self.inner.state);
+        let kp = st.store.find(KEYPAIR, "pk", &provider["signing_key"])?;
+        let material = key_material(kp);
+        Some((self.inner.kid(&material), material.key.clone()))
     }
 
     /// Blocks until the stand-in is dropped (for the `standins` example).
@@ -546,20 +571,37 @@ fn seed(rules: Rules) -> Store {
     let mut k = Map::new();
     k.insert("name".into(), json!("authentik Self-signed Certificate"));
     s.insert(KEYPAIR, k);
-    for (scope, desc) in [
-        ("openid", "OpenID 'openid'"),
-        ("email", "OpenID 'email'"),
-        ("profile", "OpenID 'profile'"),
-        ("offline_access", "OpenID 'offline_access'"),
+    // Since 2025.10 the managed email mapping says email_verified: false (CONTRACTS.md §2).
+    let verified = if rules.0 >= (2025, 10, 0) {
+        "False"
+    } else {
+        "True"
+    };
+    let email = format!("return {{\"email\": request.user.email, \"email_verified\": {verified}}}");
+    for (scope, description, expression) in [
+        ("openid", "", "return {}".to_string()),
+        ("email", "Email address", email),
+        (
+            "profile",
+            "General Profile Information",
+            "return {\"name\": request.user.name, \"preferred_username\": request.user.username}"
+                .to_string(),
+        ),
+        (
+            "offline_access",
+            "Access to request new tokens.",
+            "return {}".to_string(),
+        ),
     ] {
         let mut m = Map::new();
         m.insert("managed".into(), json!(format!("{SCOPE_PREFIX}{scope}")));
         m.insert(
             "name".into(),
-            json!(format!("authentik default OAuth Mapping: {desc}")),
+            json!(format!("authentik default OAuth Mapping: OpenID '{scope}'")),
         );
         m.insert("scope_name".into(), json!(scope));
-        m.insert("expression".into(), json!("return {}"));
+        m.insert("description".into(), json!(description));
+        m.insert("expression".into(), json!(expression));
         s.insert(SCOPE_MAPPING, m);
     }
     let mut g = Map::new();
@@ -596,12 +638,11 @@ fn not_found_page() -> Response {
     )
 }
 
-/// authentik's list pagination.
-fn paginated(results: Vec<Value>) -> Response {
+/// authentik's list pagination; 2026 adds the web UI's `autocomplete` schema beside it
+/// (`{}` for most lists; its content is not modelled).
+fn paginated(rules: Rules, results: Vec<Value>) -> Response {
     let n = results.len();
-    Response::json(
-        200,
-        &json!({
+    let mut body = json!({
             "pagination": {
                 "next": 0,
                 "previous": 0,
@@ -612,8 +653,11 @@ fn paginated(results: Vec<Value>) -> Response {
                 "end_index": n,
             },
             "results": results,
-        }),
-    )
+    });
+    if rules.api_2026_shapes() {
+        body["autocomplete"] = json!({});
+    }
+    Response::json(200, &body)
 }
 
 /// gorilla/mux's `cleanPath`, which authentik's Go front router runs on every request before
@@ -669,13 +713,10 @@ impl Service for Inner {
             ("GET", ["application", "o", slug, ".well-known", "openid-configuration"]) => {
                 self.discovery(slug)
             }
-            ("GET", ["application", "o", slug, "jwks"]) => {
-                if self.oidc_application(slug).is_some() {
-                    Response::json(200, &json!({"keys": []}))
-                } else {
-                    not_found_page()
-                }
-            }
+            ("GET", ["application", "o", slug, "jwks"]) => match self.jwks(slug) {
+                Some(doc) => Response::json(200, &doc),
+                None => not_found_page(),
+            },
             ("GET", ["-", "health", "live" | "ready"]) => Response::empty(200),
             _ => not_found_page(),
         }
@@ -784,6 +825,9 @@ impl Inner {
                     None => self.not_found("OAuth2Provider"),
                 }
             }
+            ("PATCH" | "PUT", ["providers", "oauth2", pk]) => {
+                self.update_provider(req, pk, method == "PATCH")
+            }
             ("GET", ["core", "applications"]) => {
                 self.filtered_list(req, APPLICATION, &["slug", "name"], |st, a| {
                     self.application_json(st, a)
@@ -800,28 +844,117 @@ impl Inner {
                 self.simple_list(req, FLOW, &["slug", "designation"])
             }
             ("GET", ["crypto", "certificatekeypairs"]) => self.simple_list(req, KEYPAIR, &["name"]),
-            ("GET", _)
-                if path.trim_end_matches('/')
-                    == self.rules.scope_mappings_path().trim_end_matches('/') =>
-            {
-                self.simple_list(req, SCOPE_MAPPING, &["managed", "scope_name", "name"])
+            ("GET", ["core", "groups"]) => {
+                self.filtered_list(req, GROUP, &["name"], |_, g| self.group_json(g))
+            }
+            _ => self.scope_mapping_routes(req, path),
+        }
+    }
+
+    /// The scope mapping list, detail and create routes, at the version's path.
+    fn scope_mapping_routes(&self, req: &Request, path: &str) -> Response {
+        let base = self.rules.scope_mappings_path().trim_end_matches('/');
+        let Some(rest) = path.strip_prefix(base) else {
+            return not_found_page();
+        };
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return not_found_page();
+        }
+        let pk = rest.trim_matches('/');
+        match (req.method.as_str(), pk) {
+            ("GET", "") => self.simple_list(req, SCOPE_MAPPING, &["managed", "scope_name", "name"]),
+            ("POST", "") => self.create_scope_mapping(req),
+            ("GET", pk) if !pk.contains('/') => {
+                let st = lock(&self.state);
+                match st.store.find(SCOPE_MAPPING, "pk", &json!(pk)) {
+                    Some(m) => Response::json(200, &scope_mapping_json(m)),
+                    None => self.not_found("ScopeMapping"),
+                }
             }
             _ => not_found_page(),
         }
     }
 
+    /// `POST` a scope mapping: `name`, `scope_name` and `expression` required (recorded:
+    /// 68-scope-mapping-create-custom.json); a mapping made here has no `managed` key.
+    fn create_scope_mapping(&self, req: &Request) -> Response {
+        let Some(Value::Object(mut body)) = req.json() else {
+            return field_errors(vec![(
+                "non_field_errors",
+                json!(["Invalid data. Expected a dictionary, but got str."]),
+            )]);
+        };
+        trim_char_fields(&mut body);
+        let mut errors = Vec::new();
+        for key in ["name", "scope_name", "expression"] {
+            match body.get(key) {
+                None => errors.push((key, json!(["This field is required."]))),
+                Some(Value::String(v)) if v.is_empty() => {
+                    errors.push((key, json!(["This field may not be blank."])))
+                }
+                Some(Value::String(_)) => {}
+                Some(_) => errors.push((key, json!(["Not a valid string."]))),
+            }
+        }
+        if !errors.is_empty() {
+            return field_errors(errors);
+        }
+        let mut m = Map::new();
+        for key in ["name", "scope_name", "expression", "description"] {
+            if let Some(v) = body.get(key) {
+                m.insert(key.into(), v.clone());
+            }
+        }
+        m.insert("managed".into(), Value::Null);
+        let mut st = lock(&self.state);
+        let pk = st.store.insert(SCOPE_MAPPING, m);
+        let created = st
+            .store
+            .find(SCOPE_MAPPING, "pk", &pk)
+            .expect("just inserted");
+        Response::json(201, &scope_mapping_json(created))
+    }
+
+    /// `PATCH`/`PUT` an OAuth2 provider: the serializer's checks of a blueprint entry, unknown
+    /// fields ignored. A refusal's body is not modelled on a recording: it holds the
+    /// serializer errors as a blueprint log renders them, under `non_field_errors`.
+    fn update_provider(&self, req: &Request, pk: &str, partial: bool) -> Response {
+        let Some(Value::Object(mut body)) = req.json() else {
+            return field_errors(vec![(
+                "non_field_errors",
+                json!(["Invalid data. Expected a dictionary, but got str."]),
+            )]);
+        };
+        let mut st = lock(&self.state);
+        let Some(idx) = st
+            .store
+            .objects
+            .iter()
+            .position(|o| o.model == OAUTH2_PROVIDER && field_matches(o, "pk", &json!(pk)))
+        else {
+            return self.not_found("OAuth2Provider");
+        };
+        body.remove("pk");
+        self.drop_unknown_fields(OAUTH2_PROVIDER, &mut body);
+        let existing = st.store.objects[idx].clone();
+        let checked_as = if partial { Some(&existing) } else { None };
+        if let Err(errs) = self.validate_model(OAUTH2_PROVIDER, &body, checked_as, &st.store) {
+            return field_errors(vec![("non_field_errors", json!([errs]))]);
+        }
+        for (k, v) in body {
+            st.store.objects[idx].fields.insert(k, v);
+        }
+        let p = st.store.objects[idx].clone();
+        Response::json(200, &self.provider_json(&st.store, &p))
+    }
+
     /// A list of plain objects (flows, key pairs, scope mappings) in API shape.
     fn simple_list(&self, req: &Request, model: &str, filters: &[&str]) -> Response {
         self.filtered_list(req, model, filters, |_, o| {
-            let mut m = o.fields.clone();
             if model == SCOPE_MAPPING {
-                m.insert(
-                    "component".into(),
-                    json!("ak-property-mapping-provider-scope-form"),
-                );
-                m.insert("meta_model_name".into(), json!(SCOPE_MAPPING));
+                return scope_mapping_json(o);
             }
-            Value::Object(m)
+            Value::Object(o.fields.clone())
         })
     }
 
@@ -848,17 +981,47 @@ impl Inner {
                 })
             })
             .map(|o| render(&st.store, o))
-            .collect();
-        paginated(results)
+            .collect::<Vec<Value>>();
+        // authentik's list views order by name (scope mappings, groups, providers, ...).
+        let mut results = results;
+        results.sort_by(|a, b| {
+            let name = |v: &Value| v["name"].as_str().unwrap_or("").to_string();
+            name(a).cmp(&name(b))
+        });
+        paginated(self.rules, results)
     }
 
+    /// An OAuth2 provider as its detail and list routes show it: the fields every provider
+    /// kind has ([`Inner::provider_base_json`]) and the OAuth2 ones, by version (recorded:
+    /// 13-provider-oauth2-get.json).
     fn provider_json(&self, store: &Store, p: &Obj) -> Value {
-        let mut m = Map::new();
-        m.insert("pk".into(), p.pk());
-        m.insert("name".into(), p.get("name").cloned().unwrap_or(Value::Null));
+        let mut m = self.provider_base_json(store, p);
+        for (k, default) in provider_defaults(self.rules) {
+            m.insert(k.clone(), p.get(&k).cloned().unwrap_or(default));
+        }
+        Value::Object(m)
+    }
+
+    /// What any provider shows, and all an application's `provider_obj` holds (recorded:
+    /// 12-application-get.json).
+    fn provider_base_json(&self, store: &Store, p: &Obj) -> Map<String, Value> {
         let app = store
             .of(APPLICATION)
             .find(|a| a.get("provider") == Some(&p.pk()));
+        let field = |k: &str| p.get(k).cloned().unwrap_or(Value::Null);
+        let mut m = Map::new();
+        m.insert("pk".into(), p.pk());
+        m.insert("name".into(), field("name"));
+        m.insert("authentication_flow".into(), field("authentication_flow"));
+        m.insert("authorization_flow".into(), field("authorization_flow"));
+        if self.rules.invalidation_flow() {
+            m.insert("invalidation_flow".into(), field("invalidation_flow"));
+        }
+        m.insert(
+            "property_mappings".into(),
+            p.get("property_mappings").cloned().unwrap_or(json!([])),
+        );
+        m.insert("component".into(), json!("ak-provider-oauth2-form"));
         m.insert(
             "assigned_application_slug".into(),
             app.and_then(|a| a.get("slug").cloned())
@@ -869,46 +1032,97 @@ impl Inner {
             app.and_then(|a| a.get("name").cloned())
                 .unwrap_or(Value::Null),
         );
-        m.insert("component".into(), json!("ak-provider-oauth2-form"));
+        if self.rules.api_2026_shapes() {
+            m.insert("assigned_backchannel_application_slug".into(), Value::Null);
+            m.insert("assigned_backchannel_application_name".into(), Value::Null);
+        }
         m.insert("verbose_name".into(), json!("OAuth2/OpenID Provider"));
         m.insert(
             "verbose_name_plural".into(),
             json!("OAuth2/OpenID Providers"),
         );
         m.insert("meta_model_name".into(), json!(OAUTH2_PROVIDER));
-        let defaults = provider_defaults(self.rules);
-        for (k, default) in defaults.iter() {
-            m.insert(
-                k.clone(),
-                p.get(k).cloned().unwrap_or_else(|| default.clone()),
-            );
+        m
+    }
+
+    /// A group as `/api/v3/core/groups/` shows it: one parent before 2025.10-ish, a list of
+    /// parents (and children, inherited roles) in 2026 (recorded: 18-groups-by-name.json).
+    fn group_json(&self, g: &Obj) -> Value {
+        let mut m = Map::new();
+        m.insert("pk".into(), g.pk());
+        m.insert(
+            "num_pk".into(),
+            g.get("num_pk").cloned().unwrap_or(json!(1000)),
+        );
+        m.insert("name".into(), g.get("name").cloned().unwrap_or(json!("")));
+        m.insert(
+            "is_superuser".into(),
+            g.get("is_superuser").cloned().unwrap_or(json!(false)),
+        );
+        if self.rules.api_2026_shapes() {
+            m.insert("parents".into(), json!([]));
+            m.insert("parents_obj".into(), Value::Null);
+        } else {
+            m.insert("parent".into(), Value::Null);
+            m.insert("parent_name".into(), Value::Null);
+        }
+        m.insert("users".into(), json!([]));
+        m.insert("users_obj".into(), json!([]));
+        m.insert(
+            "attributes".into(),
+            g.get("attributes").cloned().unwrap_or(json!({})),
+        );
+        m.insert("roles".into(), json!([]));
+        m.insert("roles_obj".into(), json!([]));
+        if self.rules.api_2026_shapes() {
+            m.insert("inherited_roles_obj".into(), Value::Null);
+            m.insert("children".into(), json!([]));
+            m.insert("children_obj".into(), Value::Null);
         }
         Value::Object(m)
     }
 
+    /// An application as its detail and list routes show it, by version (recorded:
+    /// 12-application-get.json).
     fn application_json(&self, store: &Store, a: &Obj) -> Value {
         let provider = a.get("provider").cloned().unwrap_or(Value::Null);
         let provider_obj = store
             .find(OAUTH2_PROVIDER, "pk", &provider)
-            .map(|p| self.provider_json(store, p))
+            .map(|p| Value::Object(self.provider_base_json(store, p)))
             .unwrap_or(Value::Null);
         let g = |k: &str, d: Value| a.get(k).cloned().unwrap_or(d);
-        json!({
-            "pk": a.pk(),
-            "name": g("name", json!("")),
-            "slug": g("slug", json!("")),
-            "provider": provider,
-            "provider_obj": provider_obj,
-            "backchannel_providers": g("backchannel_providers", json!([])),
-            "launch_url": g("meta_launch_url", Value::Null),
-            "open_in_new_tab": g("open_in_new_tab", json!(false)),
-            "meta_launch_url": g("meta_launch_url", json!("")),
-            "meta_icon": g("meta_icon", Value::Null),
-            "meta_description": g("meta_description", json!("")),
-            "meta_publisher": g("meta_publisher", json!("")),
-            "policy_engine_mode": g("policy_engine_mode", json!("any")),
-            "group": g("group", json!("")),
-        })
+        let new = self.rules.api_2026_shapes();
+        let mut m = Map::new();
+        m.insert("pk".into(), a.pk());
+        m.insert("name".into(), g("name", json!("")));
+        m.insert("slug".into(), g("slug", json!("")));
+        m.insert("provider".into(), provider);
+        m.insert("provider_obj".into(), provider_obj);
+        m.insert(
+            "backchannel_providers".into(),
+            g("backchannel_providers", json!([])),
+        );
+        m.insert("backchannel_providers_obj".into(), json!([]));
+        m.insert("launch_url".into(), g("meta_launch_url", Value::Null));
+        m.insert("open_in_new_tab".into(), g("open_in_new_tab", json!(false)));
+        m.insert("meta_launch_url".into(), g("meta_launch_url", json!("")));
+        // An icon not set: null up to 2024.10, "" (with the URL fields beside it) in 2026.
+        m.insert(
+            "meta_icon".into(),
+            g("meta_icon", if new { json!("") } else { Value::Null }),
+        );
+        if new {
+            m.insert("meta_icon_url".into(), Value::Null);
+            m.insert("meta_icon_themed_urls".into(), Value::Null);
+        }
+        m.insert("meta_description".into(), g("meta_description", json!("")));
+        m.insert("meta_publisher".into(), g("meta_publisher", json!("")));
+        m.insert(
+            "policy_engine_mode".into(),
+            g("policy_engine_mode", json!("any")),
+        );
+        m.insert("group".into(), g("group", json!("")));
+        Value::Object(m)
     }
 
     fn oidc_application(&self, slug: &str) -> Option<Value> {
@@ -950,9 +1164,13 @@ impl Inner {
                 .filter_map(|m| m.get("scope_name").cloned())
                 .collect()
         };
-        Response::json(
-            200,
-            &json!({
+        // Without a signing key authentik signs id_tokens HS256 with the client secret.
+        let alg = if provider["signing_key"].is_null() {
+            "HS256"
+        } else {
+            "RS256"
+        };
+        let mut doc = json!({
                 "issuer": issuer,
                 "authorization_endpoint": format!("{url}/application/o/authorize/"),
                 "token_endpoint": format!("{url}/application/o/token/"),
@@ -965,7 +1183,7 @@ impl Inner {
                 "response_modes_supported": ["query", "fragment", "form_post"],
                 "jwks_uri": format!("{url}/application/o/{slug}/jwks/"),
                 "grant_types_supported": ["authorization_code", "refresh_token", "implicit", "client_credentials", "password", "urn:ietf:params:oauth:grant-type:device_code"],
-                "id_token_signing_alg_values_supported": ["RS256"],
+                "id_token_signing_alg_values_supported": [alg],
                 "subject_types_supported": ["public"],
                 "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
                 "acr_values_supported": ["goauthentik.io/providers/oauth2/default"],
@@ -974,28 +1192,187 @@ impl Inner {
                 "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "nonce", "email", "email_verified", "name", "given_name", "preferred_username", "nickname", "groups"],
                 "claims_parameter_supported": false,
                 "code_challenge_methods_supported": ["plain", "S256"],
-            }),
-        )
+        });
+        if self.rules.api_2026_shapes() {
+            doc["backchannel_logout_supported"] = json!(true);
+            doc["backchannel_logout_session_supported"] = json!(true);
+        }
+        Response::json(200, &doc)
     }
 }
 
-/// Fields a provider reports, with authentik's defaults, by version.
-fn provider_defaults(rules: Rules) -> Vec<(String, Value)> {
-    let mut d = vec![
-        ("authentication_flow", Value::Null),
-        ("authorization_flow", Value::Null),
-    ];
-    if rules.invalidation_flow() {
-        d.push(("invalidation_flow", Value::Null));
+/// A certificate key pair's key: a real RSA key with a self-signed certificate for it, made
+/// once per process and key pair name (RSA key generation is slow, in a debug build most).
+/// 2048 bits where authentik makes 4096: the JWKS shape is the same, the tests faster.
+pub struct KeyMaterial {
+    pub key: rsa::RsaPrivateKey,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+}
+
+fn key_material(kp: &Obj) -> Arc<KeyMaterial> {
+    use std::sync::OnceLock;
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<KeyMaterial>>>> = OnceLock::new();
+    let name = kp
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut cache = lock(CACHE.get_or_init(Default::default));
+    cache
+        .entry(name.clone())
+        .or_insert_with(|| Arc::new(generate_key_material(&name)))
+        .clone()
+}
+
+fn generate_key_material(name: &str) -> KeyMaterial {
+    use rsa::pkcs1v15::SigningKey;
+    use rsa::pkcs8::EncodePublicKey;
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::der::Encode;
+    use x509_cert::name::Name;
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::time::Validity;
+
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key");
+    let public_der = key
+        .to_public_key()
+        .to_public_key_der()
+        .expect("public key DER");
+    let spki = SubjectPublicKeyInfoOwned::try_from(public_der.as_bytes()).expect("SPKI");
+    let cn = name.replace([',', '+', '=', '\\'], " ");
+    let subject = Name::from_str(&format!("CN={cn}")).expect("subject name");
+    let serial =
+        SerialNumber::new(&super::http_standin::random_u64().to_be_bytes()[1..]).expect("serial");
+    let validity =
+        Validity::from_now(std::time::Duration::from_secs(365 * 24 * 3600)).expect("validity");
+    let signer = SigningKey::<sha2::Sha256>::new(key.clone());
+    let cert = CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &signer)
+        .expect("certificate builder")
+        .build::<rsa::pkcs1v15::Signature>()
+        .expect("self-signed certificate");
+    KeyMaterial {
+        key,
+        cert_der: cert.to_der().expect("certificate DER"),
     }
-    d.extend([
-        ("property_mappings", json!([])),
+}
+
+/// Standard base64 with padding (a JWK's `x5c` entries).
+fn base64_std(data: &[u8]) -> String {
+    let url = base64url(data);
+    let mut s: String = url
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while s.len() % 4 != 0 {
+        s.push('=');
+    }
+    s
+}
+
+impl Inner {
+    /// A key's `kid`: 32 hex digits up to 2024.10, 86 base64url characters (a SHA-512) in
+    /// 2026 (recorded: 38-oidc-jwks.json). Derived from the certificate here; authentik's
+    /// own derivation is not restated, only its shape.
+    fn kid(&self, m: &KeyMaterial) -> String {
+        let digest = Sha512::digest(&m.cert_der);
+        if self.rules.api_2026_shapes() {
+            base64url(&digest)
+        } else {
+            hex(&digest[..16])
+        }
+    }
+
+    /// One key of a JWKS: the RSA public key with its certificate, as authentik's
+    /// JWKSView shows a signing (`sig`, RS256) or encryption (`enc`, RSA-OAEP-256) key.
+    fn jwk(&self, kp: &Obj, usage: &str) -> Value {
+        use rsa::traits::PublicKeyParts;
+        let m = key_material(kp);
+        let public = m.key.to_public_key();
+        let mut jwk = Map::new();
+        if usage == "sig" {
+            jwk.insert("alg".into(), json!("RS256"));
+        } else {
+            jwk.insert("alg".into(), json!("RSA-OAEP-256"));
+            jwk.insert("enc".into(), json!("A256CBC-HS512"));
+        }
+        jwk.insert("kid".into(), json!(self.kid(&m)));
+        jwk.insert("kty".into(), json!("RSA"));
+        jwk.insert("use".into(), json!(usage));
+        jwk.insert("n".into(), json!(base64url(&public.n().to_bytes_be())));
+        jwk.insert("e".into(), json!(base64url(&public.e().to_bytes_be())));
+        jwk.insert("x5c".into(), json!([base64_std(&m.cert_der)]));
+        jwk.insert(
+            "x5t".into(),
+            json!(base64url(&sha1::Sha1::digest(&m.cert_der))),
+        );
+        jwk.insert(
+            "x5t#S256".into(),
+            json!(base64url(&sha2::Sha256::digest(&m.cert_der))),
+        );
+        Value::Object(jwk)
+    }
+
+    /// `GET /application/o/<slug>/jwks/`: the signing key, then the encryption key, of the
+    /// application's provider (recorded: 38-/80-*.json). A provider with neither gets `{}`:
+    /// authentik adds the `keys` list only with a first key (not recorded; its JWKSView).
+    fn jwks(&self, slug: &str) -> Option<Value> {
+        let provider = self.oidc_application(slug)?;
+        let st = lock(&self.state);
+        let mut keys = Vec::new();
+        for (field, usage) in [("signing_key", "sig"), ("encryption_key", "enc")] {
+            if let Some(kp) = st.store.find(KEYPAIR, "pk", &provider[field]) {
+                keys.push(self.jwk(kp, usage));
+            }
+        }
+        Some(if keys.is_empty() {
+            json!({})
+        } else {
+            json!({ "keys": keys })
+        })
+    }
+}
+
+/// A scope mapping as the API shows it (recorded: 16-scope-mappings-by-managed.json).
+fn scope_mapping_json(o: &Obj) -> Value {
+    let field = |k: &str, d: Value| o.get(k).cloned().unwrap_or(d);
+    json!({
+        "pk": o.pk(),
+        "managed": field("managed", Value::Null),
+        "name": field("name", json!("")),
+        "expression": field("expression", json!("")),
+        "component": "ak-property-mapping-provider-scope-form",
+        "verbose_name": "Scope Mapping",
+        "verbose_name_plural": "Scope Mappings",
+        "meta_model_name": SCOPE_MAPPING,
+        "scope_name": field("scope_name", json!("")),
+        "description": field("description", json!("")),
+    })
+}
+
+/// The OAuth2 fields a provider reports beyond [`Inner::provider_base_json`], with
+/// authentik's defaults, by version (recorded: 13-provider-oauth2-get.json of 2024.10.2 and
+/// 2026.2.2).
+fn provider_defaults(rules: Rules) -> Vec<(String, Value)> {
+    let new = rules.api_2026_shapes();
+    let mut d = vec![
         ("client_type", json!("confidential")),
         ("client_id", json!("")),
         ("client_secret", json!("")),
         ("access_code_validity", json!("minutes=1")),
         ("access_token_validity", json!("hours=1")),
         ("refresh_token_validity", json!("days=30")),
+    ];
+    if new {
+        d.push(("refresh_token_threshold", json!("seconds=0")));
+    }
+    d.extend([
         ("include_claims_in_id_token", json!(true)),
         ("signing_key", Value::Null),
         ("encryption_key", Value::Null),
@@ -1007,10 +1384,20 @@ fn provider_defaults(rules: Rules) -> Vec<(String, Value)> {
                 json!("")
             },
         ),
-        ("sub_mode", json!("hashed_user_id")),
-        ("issuer_mode", json!("per_provider")),
-        ("jwks_sources", json!([])),
     ]);
+    if new {
+        d.push(("logout_uri", json!("")));
+        d.push(("logout_method", json!("backchannel")));
+    }
+    d.push(("sub_mode", json!("hashed_user_id")));
+    d.push(("issuer_mode", json!("per_provider")));
+    if new {
+        // jwks_sources became the federation lists.
+        d.push(("jwt_federation_sources", json!([])));
+        d.push(("jwt_federation_providers", json!([])));
+    } else {
+        d.push(("jwks_sources", json!([])));
+    }
     if rules.grant_types() {
         d.push(("grant_types", json!([])));
     }
@@ -1061,7 +1448,10 @@ impl Inner {
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        paginated(list.into_iter().map(Instance::to_json).collect())
+        paginated(
+            self.rules,
+            list.into_iter().map(Instance::to_json).collect(),
+        )
     }
 
     /// BlueprintInstanceSerializer: `name` required and unique, `context` a dict, `path` an
@@ -1123,8 +1513,13 @@ impl Inner {
                         // other fields' errors are.
                         return Err(server_error_page());
                     }
+                    // authentik lists the run's events from info up (no debug lines).
                     let mut lines = vec![json!("Failed to validate blueprint")];
-                    lines.extend(logs.iter().map(|l| json!(format!("- {}", l.event))));
+                    lines.extend(
+                        logs.iter()
+                            .filter(|l| l.level != "debug")
+                            .map(|l| json!(format!("- {}", l.event))),
+                    );
                     errors.push(("content", Value::Array(lines)));
                 }
             }
@@ -2337,7 +2732,6 @@ fn model_fields(model: &str, rules: Rules) -> Option<Vec<FieldSpec>> {
                 f("access_code_validity", Kind::Duration, false),
                 f("access_token_validity", Kind::Duration, false),
                 f("refresh_token_validity", Kind::Duration, false),
-                f("refresh_token_threshold", Kind::Duration, false),
                 f("include_claims_in_id_token", Kind::Bool, false),
                 f("signing_key", Kind::Ref(KEYPAIR, true), false),
                 f("encryption_key", Kind::Ref(KEYPAIR, true), false),
@@ -2348,16 +2742,22 @@ fn model_fields(model: &str, rules: Rules) -> Option<Vec<FieldSpec>> {
                     Kind::Choice(&["global", "per_provider"]),
                     false,
                 ),
-                f("jwks_sources", Kind::Any, false),
-                f("jwt_federation_sources", Kind::Any, false),
-                f("jwt_federation_providers", Kind::Any, false),
-                f("logout_uri", Kind::Str, false),
-                f(
-                    "logout_method",
-                    Kind::Choice(&["backchannel", "frontchannel"]),
-                    false,
-                ),
             ];
+            if rules.api_2026_shapes() {
+                v.extend([
+                    f("refresh_token_threshold", Kind::Duration, false),
+                    f("jwt_federation_sources", Kind::Any, false),
+                    f("jwt_federation_providers", Kind::Any, false),
+                    f("logout_uri", Kind::Str, false),
+                    f(
+                        "logout_method",
+                        Kind::Choice(&["backchannel", "frontchannel"]),
+                        false,
+                    ),
+                ]);
+            } else {
+                v.push(f("jwks_sources", Kind::Any, false));
+            }
             if rules.invalidation_flow() {
                 v.push(f("invalidation_flow", Kind::Ref(FLOW, false), true));
             }
