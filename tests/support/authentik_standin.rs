@@ -17,7 +17,11 @@
 //! the stored object back, not by a refusal.
 //!
 //! Held to recordings of real authentik 2024.10.2 and 2026.2.2 by
-//! `tests/authentik_recordings_contract.rs`.
+//! `tests/authentik_recordings_contract.rs`: what a user's authentik answers, i.e. with the
+//! Go front router in front (a `//` path is a 301; [`AuthentikStandin::set_front_router`]).
+//! Where behaviour differs between the recorded versions, the release that changed it comes
+//! from CONTRACTS.md §2 where it says (queued applies 2025.8, the policy binding's wording
+//! 2024.12, the 405 error page 2025.2) and is an assumption otherwise; `Rules` says which.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -1698,8 +1702,6 @@ impl Inner {
             Ok(outcome) => {
                 i.status = "successful".into();
                 i.last_applied_hash = hex(&Sha512::digest(instance.content.as_bytes()));
-                // Both recorded versions leave `managed_models` empty after an API apply.
-                let _ = outcome.models;
                 i.metadata = outcome.metadata;
                 let out = i.to_json();
                 st.store = tx;
@@ -1820,8 +1822,9 @@ impl LogEvent {
     }
 }
 
+/// A run that went through. (No `managed_models`: both recorded versions show `[]` there
+/// after an API apply.)
 struct Applied {
-    models: Vec<String>,
     metadata: Value,
     logs: Vec<LogEvent>,
 }
@@ -1905,7 +1908,6 @@ impl Inner {
         let env = lock(&self.env).clone();
         let mut logs = Vec::new();
         let mut keys: HashMap<String, (String, Value, Option<Value>)> = HashMap::new();
-        let mut models = Vec::new();
         for raw in &entries {
             let Yaml::Mapping(entry) = raw else {
                 return Err(fail(logs, "wrong value type for field \"entries\"".into()));
@@ -2065,9 +2067,6 @@ impl Inner {
                     store.insert(&model, data)
                 }
             };
-            if !models.contains(&model) {
-                models.push(model.clone());
-            }
             if let Some(id) = id {
                 let pbm = store
                     .find(&model, "pk", &pk)
@@ -2075,11 +2074,7 @@ impl Inner {
                 keys.insert(id, (model.clone(), pk, pbm));
             }
         }
-        Ok(Applied {
-            models,
-            metadata,
-            logs,
-        })
+        Ok(Applied { metadata, logs })
     }
 
     /// Defaults authentik fills when an object is created.
