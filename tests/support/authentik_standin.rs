@@ -69,11 +69,15 @@ pub struct ProviderState {
     pub grant_types: Vec<String>,
     /// Managed keys of the scope mappings, e.g. `goauthentik.io/providers/oauth2/scope-openid`.
     pub scope_mappings: Vec<String>,
+    /// The name of the certificate key pair that signs id_tokens (its public key is in the
+    /// JWKS); `None`: no signing key (HS256 with the client secret, an empty JWKS).
+    pub signing_key: Option<String>,
 }
 
 impl ProviderState {
     /// Random client id and secret, no redirect URIs, `[authorization_code, refresh_token]`,
-    /// scopes openid, email and profile.
+    /// scopes openid, email and profile, signed with the shipped self-signed certificate (what
+    /// authentik's provider form preselects).
     pub fn new(name: &str) -> Self {
         ProviderState {
             name: name.to_string(),
@@ -85,6 +89,7 @@ impl ProviderState {
                 .iter()
                 .map(|s| format!("{SCOPE_PREFIX}{s}"))
                 .collect(),
+            signing_key: Some("authentik Self-signed Certificate".into()),
         }
     }
 }
@@ -518,6 +523,13 @@ impl Inner {
         fields.insert("client_id".into(), json!(p.client_id));
         fields.insert("client_secret".into(), json!(p.client_secret));
         fields.insert("property_mappings".into(), Value::Array(mappings));
+        let signing_key = p
+            .signing_key
+            .as_ref()
+            .and_then(|name| store.find(KEYPAIR, "name", &json!(name)))
+            .map(Obj::pk)
+            .unwrap_or(Value::Null);
+        fields.insert("signing_key".into(), signing_key);
         let redirect = if self.rules.redirect_uris_list() {
             Value::Array(
                 p.redirect_uris
