@@ -1727,7 +1727,23 @@ fn authentik_jwks_serves_the_real_public_half_of_the_signing_key() {
     assert!(jwk["x5c"][0].as_str().unwrap().starts_with("MII"), "{jwk}");
 
     // A provider without a signing key: no keys, and discovery announces HS256.
-    let bare = authentik_with_provider("2026.2.2");
+    let bare = AuthentikStandin::start(AuthentikOptions::new("2026.2.2"));
+    let mut unsigned = ProviderState::new("AFFiNE");
+    unsigned.signing_key = None;
+    bare.add_provider("affine", unsigned);
+    let discovery: Value = client()
+        .get(format!(
+            "{}/application/o/affine/.well-known/openid-configuration",
+            bare.url()
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        json!(["HS256"])
+    );
     let doc: Value = client()
         .get(format!("{}/application/o/affine/jwks/", bare.url()))
         .send()
@@ -1736,4 +1752,13 @@ fn authentik_jwks_serves_the_real_public_half_of_the_signing_key() {
         .unwrap();
     assert_eq!(doc, json!({}));
     assert!(bare.signing_key("affine").is_none());
+    // Registered by hand with the defaults: signed with the shipped certificate.
+    let signed = authentik_with_provider("2024.10.2");
+    let doc = signed.jwks("affine").unwrap();
+    assert_eq!(doc["keys"][0]["use"], "sig");
+    assert_eq!(
+        doc["keys"][0]["kid"].as_str().unwrap().len(),
+        32,
+        "2024.10's kid shape"
+    );
 }

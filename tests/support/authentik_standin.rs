@@ -17,7 +17,11 @@
 //! the stored object back, not by a refusal.
 //!
 //! Held to recordings of real authentik 2024.10.2 and 2026.2.2 by
-//! `tests/authentik_recordings_contract.rs`.
+//! `tests/authentik_recordings_contract.rs`: what a user's authentik answers, i.e. with the
+//! Go front router in front (a `//` path is a 301; [`AuthentikStandin::set_front_router`]).
+//! Where behaviour differs between the recorded versions, the release that changed it comes
+//! from CONTRACTS.md §2 where it says (queued applies 2025.8, the policy binding's wording
+//! 2024.12, the 405 error page 2025.2) and is an assumption otherwise; `Rules` says which.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -65,11 +69,15 @@ pub struct ProviderState {
     pub grant_types: Vec<String>,
     /// Managed keys of the scope mappings, e.g. `goauthentik.io/providers/oauth2/scope-openid`.
     pub scope_mappings: Vec<String>,
+    /// The name of the certificate key pair that signs id_tokens (its public key is in the
+    /// JWKS); `None`: no signing key (HS256 with the client secret, an empty JWKS).
+    pub signing_key: Option<String>,
 }
 
 impl ProviderState {
     /// Random client id and secret, no redirect URIs, `[authorization_code, refresh_token]`,
-    /// scopes openid, email and profile.
+    /// scopes openid, email and profile, signed with the shipped self-signed certificate (what
+    /// authentik's provider form preselects).
     pub fn new(name: &str) -> Self {
         ProviderState {
             name: name.to_string(),
@@ -81,6 +89,7 @@ impl ProviderState {
                 .iter()
                 .map(|s| format!("{SCOPE_PREFIX}{s}"))
                 .collect(),
+            signing_key: Some("authentik Self-signed Certificate".into()),
         }
     }
 }
@@ -514,6 +523,13 @@ impl Inner {
         fields.insert("client_id".into(), json!(p.client_id));
         fields.insert("client_secret".into(), json!(p.client_secret));
         fields.insert("property_mappings".into(), Value::Array(mappings));
+        let signing_key = p
+            .signing_key
+            .as_ref()
+            .and_then(|name| store.find(KEYPAIR, "name", &json!(name)))
+            .map(Obj::pk)
+            .unwrap_or(Value::Null);
+        fields.insert("signing_key".into(), signing_key);
         let redirect = if self.rules.redirect_uris_list() {
             Value::Array(
                 p.redirect_uris
@@ -1698,8 +1714,6 @@ impl Inner {
             Ok(outcome) => {
                 i.status = "successful".into();
                 i.last_applied_hash = hex(&Sha512::digest(instance.content.as_bytes()));
-                // Both recorded versions leave `managed_models` empty after an API apply.
-                let _ = outcome.models;
                 i.metadata = outcome.metadata;
                 let out = i.to_json();
                 st.store = tx;
@@ -1820,8 +1834,9 @@ impl LogEvent {
     }
 }
 
+/// A run that went through. (No `managed_models`: both recorded versions show `[]` there
+/// after an API apply.)
 struct Applied {
-    models: Vec<String>,
     metadata: Value,
     logs: Vec<LogEvent>,
 }
@@ -1905,7 +1920,6 @@ impl Inner {
         let env = lock(&self.env).clone();
         let mut logs = Vec::new();
         let mut keys: HashMap<String, (String, Value, Option<Value>)> = HashMap::new();
-        let mut models = Vec::new();
         for raw in &entries {
             let Yaml::Mapping(entry) = raw else {
                 return Err(fail(logs, "wrong value type for field \"entries\"".into()));
@@ -2065,9 +2079,6 @@ impl Inner {
                     store.insert(&model, data)
                 }
             };
-            if !models.contains(&model) {
-                models.push(model.clone());
-            }
             if let Some(id) = id {
                 let pbm = store
                     .find(&model, "pk", &pk)
@@ -2075,11 +2086,7 @@ impl Inner {
                 keys.insert(id, (model.clone(), pk, pbm));
             }
         }
-        Ok(Applied {
-            models,
-            metadata,
-            logs,
-        })
+        Ok(Applied { metadata, logs })
     }
 
     /// Defaults authentik fills when an object is created.
