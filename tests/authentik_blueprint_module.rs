@@ -714,14 +714,27 @@ fn api_a_custom_template_authentik_rejects_fails_with_its_log() {
 
 #[test]
 fn api_authentiks_empty_405_is_explained_as_its_own_error_page() {
-    // 2026.8: the same bad entry now refers to the email mapping with !KeyOf, and authentik
-    // 2025.2+ crashes while logging it: HTTP 405, an empty text/html page.
+    // The recorded case: a policy binding (it holds `target: !KeyOf`) whose group matches
+    // nothing makes authentik 2025.2+ crash while logging it, and answer HTTP 405 with an
+    // empty text/html page. A template that builds the group's name with !Format gets past
+    // the lookup ahead, so authentik's own answer comes back, explained.
     let dir = tempfile::tempdir().unwrap();
-    let template = template_with_a_bad_sub_mode(dir.path());
-    let authentik = standin("2026.8.0");
+    let template = dir.path().join("affine.yaml.j2");
+    let builtin = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/blueprint.yaml.j2"),
+    )
+    .unwrap();
+    let marker = "[name, {{ group | yaml }}]";
+    assert!(builtin.contains(marker), "the built-in template changed");
+    fs::write(
+        &template,
+        builtin.replace(marker, "[name, !Format [\"%s\", {{ group | yaml }}]]"),
+    )
+    .unwrap();
+    let authentik = standin("2026.2.2");
     let task = with(
         api_task(&authentik),
-        json!({"template": template.to_str().unwrap()}),
+        json!({"template": template.to_str().unwrap(), "group": "no-such-group"}),
     );
     let r = run(call(task), Some(&authentik));
     r.assert_failed_with(&[
@@ -729,6 +742,7 @@ fn api_authentiks_empty_405_is_explained_as_its_own_error_page() {
         "authentik's own error page",
         "not a refusal of the method",
         "system_exception",
+        "the blueprint binds the group \"no-such-group\"",
     ]);
     assert!(authentik.instances().is_empty());
 }
@@ -940,4 +954,62 @@ fn api_waits_for_an_apply_that_authentik_only_queued() {
     slow.set_apply_delay(Some(std::time::Duration::from_secs(4)));
     let task = with(api_task(&slow), json!({"timeout": 1}));
     run(call(task), Some(&slow)).assert_failed_with(&["has not finished applying", "1 s"]);
+}
+
+#[test]
+fn api_an_encryption_key_set_by_hand_is_removed_by_applying_again_with_a_warning() {
+    let authentik = standin("2026.2.2");
+    run(call(api_task(&authentik)), Some(&authentik)).assert_ok();
+    // Someone sets an encryption key in authentik's admin interface: every login fails.
+    let provider = authentik.provider("affine").unwrap();
+    let url = format!(
+        "{}/api/v3/providers/oauth2/{}/",
+        authentik.url(),
+        provider["pk"]
+    );
+    let status = reqwest::blocking::Client::new()
+        .patch(url)
+        .bearer_auth(authentik.token())
+        .json(&json!({"encryption_key": provider["signing_key"]}))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    assert!(!authentik.provider("affine").unwrap()["encryption_key"].is_null());
+
+    // Check mode says so and writes nothing.
+    let seen = authentik.requests().len();
+    let r = run(call(api_task(&authentik)).check(), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert!(r.msg().contains("would be applied again"), "{}", r.msg());
+    assert!(
+        r.warnings().iter().any(|w| w.contains("would remove")),
+        "{:?}",
+        r.warnings()
+    );
+    assert!(writes(&requests_since(&authentik, seen)).is_empty());
+
+    // A real run applies the unchanged instance again: the key is gone.
+    let applied = authentik.applied_count();
+    let r = run(call(api_task(&authentik)), Some(&authentik));
+    assert!(r.assert_ok().changed());
+    assert!(
+        r.msg()
+            .contains("applied again: the provider has an encryption key set by hand"),
+        "{}",
+        r.msg()
+    );
+    assert!(
+        r.warnings()
+            .iter()
+            .any(|w| w.contains("encryption key") && w.contains("removed")),
+        "{:?}",
+        r.warnings()
+    );
+    assert_eq!(authentik.applied_count(), applied + 1);
+    assert!(authentik.provider("affine").unwrap()["encryption_key"].is_null());
+    // And then nothing more to do.
+    assert!(!run(call(api_task(&authentik)), Some(&authentik))
+        .assert_ok()
+        .changed());
 }

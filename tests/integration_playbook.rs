@@ -189,8 +189,10 @@ fn the_integration_playbook_wires_three_affine_versions_to_one_authentik_then_ch
                 .starts_with("/api/v3/core/applications/affine-")
         })
         .count();
+    // verify asked for each of the three providers in both runs and by hand (9), and the
+    // module once per provider and run, looking for an encryption key to remove (6).
     assert_eq!(
-        token_used, 9,
+        token_used, 15,
         "verify asked authentik for each provider: in both runs and by hand"
     );
 }

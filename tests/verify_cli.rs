@@ -372,7 +372,7 @@ fn verify_chain(c: &Chain, creds: Creds, more: &[&str]) -> Verify {
 }
 
 /// Every check verify knows, in the order of the chain (and of its output).
-const ALL_CHECKS: [&str; 18] = [
+const ALL_CHECKS: [&str; 20] = [
     "discovery",
     "issuer",
     "jwks",
@@ -388,7 +388,9 @@ const ALL_CHECKS: [&str; 18] = [
     "authentik-redirect-uri",
     "authentik-client-id",
     "authentik-grant-types",
+    "authentik-keys",
     "authentik-scopes",
+    "authentik-email-verified",
     "client-secret",
     "affine-private-issuer",
 ];
@@ -406,12 +408,14 @@ const AFFINE_CHECKS: [&str; 9] = [
 ];
 /// AFFiNE's stored setting: with an administrator's credentials.
 const STORED_CHECKS: [&str; 2] = ["affine-issuer", "affine-client-id"];
-const AUTHENTIK_CHECKS: [&str; 5] = [
+const AUTHENTIK_CHECKS: [&str; 7] = [
     "authentik-provider",
     "authentik-redirect-uri",
     "authentik-client-id",
     "authentik-grant-types",
+    "authentik-keys",
     "authentik-scopes",
+    "authentik-email-verified",
 ];
 
 /// [`ALL_CHECKS`] without `left_out`, in order.
@@ -1162,18 +1166,13 @@ fn a_provider_without_grant_types_or_scopes_fails_its_authentik_check() {
     };
     c.configure();
     let v = verify_chain(&c, TOKEN, &["--client-id", &c.client_id]);
-    // A hand-made provider has no signing key either (ProviderState sets none), which jwks
-    // rightly names too.
-    v.assert_only_failed(&[
-        ("jwks", &["no signing key", "signing_key"]),
-        (
-            "authentik-grant-types",
-            &[
-                "authorization_code",
-                "grant_types [authorization_code, refresh_token]",
-            ],
-        ),
-    ]);
+    v.assert_only_failed(&[(
+        "authentik-grant-types",
+        &[
+            "authorization_code",
+            "grant_types [authorization_code, refresh_token]",
+        ],
+    )]);
 
     // Scopes: only openid mapped.
     let authentik = AuthentikStandin::start(AuthentikOptions::new(AUTHENTIK_VERSION));
@@ -1201,10 +1200,8 @@ fn a_provider_without_grant_types_or_scopes_fails_its_authentik_check() {
         ],
         &[("AUTHENTIK_TOKEN", &token)],
     );
-    v.assert_only_failed(&[
-        ("jwks", &["no signing key"]),
-        ("authentik-scopes", &["email, profile"]),
-    ]);
+    v.assert_only_failed(&[("authentik-scopes", &["email, profile"])]);
+    assert!(v.check_text("authentik-email-verified").starts_with("SKIP"));
 }
 
 #[test]
@@ -1387,4 +1384,90 @@ fn authentiks_checks_look_at_the_provider_of_this_slug_among_several() {
     let mut all = AFFINE_CHECKS.to_vec();
     all.extend(AUTHENTIK_CHECKS);
     assert_eq!(v.ids_marked("PASS"), all, "{}", v.out.stdout);
+}
+
+/// `PATCH`es application `slug`'s provider through authentik's API, as a person in
+/// authentik's admin interface would.
+fn patch_provider(authentik: &AuthentikStandin, slug: &str, body: Value) {
+    let pk = authentik.provider(slug).expect("the provider")["pk"].clone();
+    let url = format!("{}/api/v3/providers/oauth2/{pk}/", authentik.url());
+    let status = reqwest::blocking::Client::new()
+        .patch(url)
+        .bearer_auth(authentik.token())
+        .json(&body)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200, "PATCH {body}");
+}
+
+#[test]
+fn an_encryption_key_or_no_signing_key_fails_authentik_keys_naming_it() {
+    let c = chain("0.27.0", Some(false));
+    c.configure();
+    let key = c.authentik.provider("affine").unwrap()["signing_key"].clone();
+    assert!(
+        key.is_string(),
+        "the blueprint's provider has a signing key"
+    );
+    patch_provider(&c.authentik, "affine", json!({"encryption_key": key}));
+    verify_chain(&c, TOKEN, &[]).assert_only_failed(&[(
+        "authentik-keys",
+        &["encryption key", "JWE", "encryption_key: null"],
+    )]);
+
+    patch_provider(
+        &c.authentik,
+        "affine",
+        json!({"encryption_key": null, "signing_key": null}),
+    );
+    // No key at all: the JWKS is empty too, and both say why.
+    verify_chain(&c, TOKEN, &[]).assert_only_failed(&[
+        ("jwks", &["signing_key"]),
+        ("authentik-keys", &["no signing key", "HS256"]),
+    ]);
+}
+
+#[test]
+fn the_managed_email_mapping_on_2025_10_fails_with_affine_0_25_7_and_warns_before() {
+    for (affine_version, fails) in [("0.25.7", true), ("0.27.0", true), ("0.25.3", false)] {
+        let authentik = AuthentikStandin::start(AuthentikOptions::new("2026.2.2"));
+        let affine = affine_standin(affine_version, Some(false));
+        let url = affine.url();
+        let c = Chain::applied(
+            authentik,
+            affine,
+            &url,
+            json!({"email_verified": "authentik"}),
+        );
+        c.configure();
+        let v = verify_chain(&c, TOKEN, &[]);
+        let text = v.check_text("authentik-email-verified");
+        assert!(text.contains("managed email mapping"), "{text}");
+        assert!(text.contains("email_verified: false"), "{text}");
+        if fails {
+            v.assert_only_failed(&[(
+                "authentik-email-verified",
+                &[
+                    &format!("AFFiNE {affine_version} refuses"),
+                    "--email-verified true",
+                ],
+            )]);
+        } else {
+            v.assert_exit(0);
+            assert!(text.starts_with("WARN"), "{text}");
+        }
+    }
+    // The blueprint's own mapping (the default) says true.
+    let authentik = AuthentikStandin::start(AuthentikOptions::new("2026.2.2"));
+    let affine = affine_standin("0.27.0", Some(false));
+    let url = affine.url();
+    let c = Chain::applied(authentik, affine, &url, json!({}));
+    c.configure();
+    let text = verify_chain(&c, TOKEN, &[]).check_text("authentik-email-verified");
+    assert!(
+        text.starts_with("PASS")
+            && text.contains("\"AFFiNE email (affine)\" says email_verified: true"),
+        "{text}"
+    );
 }

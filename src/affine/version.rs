@@ -105,6 +105,12 @@ impl AffineVersion {
         self >= Self::at(27, 0)
     }
 
+    /// 0.25.7+ refuses a login whose `email_verified` claim is false (AFFiNE PR #14061), and
+    /// verifies the id_token against the JWKS.
+    pub fn refuses_unverified_email(self) -> bool {
+        self >= Self::at(25, 7)
+    }
+
     /// 0.26+ requires the discovery document's `issuer` to equal the configured one.
     pub fn checks_issuer_equality(self) -> bool {
         self >= Self::at(26, 0)

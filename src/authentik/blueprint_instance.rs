@@ -82,13 +82,21 @@ pub fn reconcile(
     let unapplied = current
         .as_ref()
         .filter(|i| !matches!(i.status.as_str(), "successful" | "warning"));
-    let changed = content_changed || unapplied.is_some();
-    let mut warnings = Vec::new();
+    // An encryption key set by hand on the provider breaks every login (AFFiNE cannot read
+    // a JWE). The blueprint clears it, but only when applied: so a key found here is a
+    // reason to apply, even when the instance itself is as wanted.
+    let key = encryption_key_on_provider(client, rendered)?;
+    let clears_key = clears_encryption_key(&rendered.yaml);
+    let key_to_remove = key.is_some() && clears_key && current.is_some() && !content_changed;
+    let changed = content_changed || unapplied.is_some() || key_to_remove;
+    let warnings: Vec<String> = key
+        .map(|provider| encryption_key_warning(&provider, clears_key, check_mode))
+        .into_iter()
+        .collect();
     if changed {
         // Also in check mode: a run that would fail should say so before it is run for real.
         let references = find_references(&rendered.yaml);
         check_references(client, rendered.spec.version, &references, parameter_of)?;
-        warnings.extend(encryption_key_warning(client, rendered, check_mode)?);
     }
     if changed && !check_mode {
         let instance = match &current {
@@ -99,19 +107,18 @@ pub fn reconcile(
         .map_err(|e| explain_refusal(e, &rendered.spec))?;
         client.apply(&instance)?;
     }
-    let last_status = unapplied.map(|i| i.status.as_str()).unwrap_or_default();
+    let why_again = match unapplied {
+        Some(i) => format!("its last apply had status {:?}", i.status),
+        None => "the provider has an encryption key set by hand".to_string(),
+    };
     let msg = match (changed, check_mode) {
         (false, _) => format!("{header} is up to date"),
         (true, true) if !content_changed => {
-            format!(
-                "{header} would be applied: its last apply has status {last_status:?} (check mode)"
-            )
+            format!("{header} would be applied again: {why_again} (check mode)")
         }
         (true, true) if current.is_some() => format!("{header} would be updated (check mode)"),
         (true, true) => format!("{header} would be created (check mode)"),
-        (true, false) if !content_changed => {
-            format!("{header} applied: its last apply had status {last_status:?}")
-        }
+        (true, false) if !content_changed => format!("{header} applied again: {why_again}"),
         (true, false) if current.is_some() => format!("{header} updated and applied"),
         (true, false) => format!("{header} created and applied"),
     };
@@ -124,14 +131,10 @@ pub fn reconcile(
     })
 }
 
-/// A provider with an encryption key sends AFFiNE an encrypted id_token it cannot verify.
-/// authentik keeps a key set by hand unless the blueprint says `encryption_key: null`, as
-/// the built-in template does: say that it goes (or, for a template that leaves it out,
-/// that it stays).
-fn encryption_key_warning(
+/// The name of application `slug`'s provider when it has an encryption key.
+fn encryption_key_on_provider(
     client: &AuthentikClient,
     rendered: &blueprint::Rendered,
-    check_mode: bool,
 ) -> Result<Option<String>> {
     let Some(provider) = client.provider_for_application(rendered.spec.slug.as_str())? else {
         return Ok(None);
@@ -142,20 +145,30 @@ fn encryption_key_warning(
     {
         return Ok(None);
     }
-    let name = provider
-        .get("name")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default();
-    Ok(Some(if clears_encryption_key(&rendered.yaml) {
+    Ok(Some(
+        provider
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+/// A provider with an encryption key sends AFFiNE an encrypted id_token it cannot verify.
+/// authentik keeps a key set by hand unless the blueprint says `encryption_key: null`, as
+/// the built-in template does: say that it goes (or, for a template that leaves it out,
+/// that it stays).
+fn encryption_key_warning(provider: &str, clears_key: bool, check_mode: bool) -> String {
+    if clears_key {
         format!(
-            "the provider {name:?} had an encryption key, which makes authentik encrypt the id_token and AFFiNE refuse the login; the blueprint {} it",
+            "the provider {provider:?} had an encryption key, which makes authentik encrypt the id_token and AFFiNE refuse the login; the blueprint {} it",
             if check_mode { "would remove" } else { "removed" }
         )
     } else {
         format!(
-            "the provider {name:?} has an encryption key, which makes authentik encrypt the id_token and AFFiNE refuse the login, and this template leaves it: add `encryption_key: null` to the provider's attrs"
+            "the provider {provider:?} has an encryption key, which makes authentik encrypt the id_token and AFFiNE refuse the login, and this template leaves it: add `encryption_key: null` to the provider's attrs"
         )
-    }))
+    }
 }
 
 /// Whether the blueprint's provider entry says `encryption_key: null`.

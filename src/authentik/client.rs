@@ -302,33 +302,19 @@ impl AuthentikClient {
         })
     }
 
-    /// The primary keys of the managed scope mappings with these `managed` keys.
-    pub fn scope_mapping_pks(
-        &self,
-        version: AuthentikVersion,
-        managed: &[String],
-    ) -> Result<Vec<(String, String)>> {
-        let query: Vec<(&str, &str)> = managed.iter().map(|m| ("managed", m.as_str())).collect();
-        let url = self.base.join(version.scope_mappings_endpoint());
-        let answer = self.send(self.http.get(url).query(&query))?;
-        let body = self.expect_ok(answer, "list scope mappings")?;
-        Ok(body
-            .get("results")
-            .and_then(Value::as_array)
-            .map(|r| {
-                r.iter()
-                    .filter_map(|m| {
-                        let pk = m
-                            .get("pk")
-                            .or_else(|| m.get("pm_uuid"))?
-                            .as_str()?
-                            .to_string();
-                        let key = m.get("managed")?.as_str()?.to_string();
-                        Some((key, pk))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+    /// One scope mapping by primary key (its `scope_name`, `managed` key and `expression`),
+    /// `None` when authentik has no such mapping.
+    pub fn scope_mapping(&self, version: AuthentikVersion, pk: &str) -> Result<Option<Value>> {
+        let route = format!(
+            "{}{pk}/",
+            version.scope_mappings_endpoint().trim_start_matches('/')
+        );
+        let (status, body) = self.send(self.http.get(self.base.join(&route)))?;
+        if status == 404 {
+            return Ok(None);
+        }
+        self.expect_ok((status, body), "show a scope mapping")
+            .map(Some)
     }
 }
 

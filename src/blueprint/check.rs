@@ -184,7 +184,9 @@ fn check_email_mapping(entries: &[Value], attrs: &Value, spec: &BlueprintSpec) -
     if spec.email_mapping.is_none() {
         return Ok(());
     }
-    let mapping_ids: Vec<&str> = entries
+    // The names of the entries that make a mapping for scope email, and the provider's
+    // mappings that refer to one of them (by !Find on its name, or by !KeyOf its id).
+    let own: Vec<(Option<&str>, Option<&str>)> = entries
         .iter()
         .filter(|e| get(e, "model").and_then(Value::as_str) == Some(SCOPE_MAPPING_MODEL))
         .filter(|e| {
@@ -193,23 +195,40 @@ fn check_email_mapping(entries: &[Value], attrs: &Value, spec: &BlueprintSpec) -
                 .and_then(Value::as_str)
                 == Some("email")
         })
-        .filter_map(|e| get(e, "id").and_then(Value::as_str))
+        .map(|e| {
+            let name = get(e, "identifiers")
+                .and_then(|i| get(i, "name"))
+                .and_then(Value::as_str);
+            (name, get(e, "id").and_then(Value::as_str))
+        })
         .collect();
+    let refers_to_own = |item: &Value| match (tag_of(item).as_deref(), item) {
+        (Some("KeyOf"), Value::Tagged(t)) => t
+            .value
+            .as_str()
+            .is_some_and(|id| own.iter().any(|(_, i)| *i == Some(id))),
+        (Some("Find"), Value::Tagged(t)) => t.value.as_sequence().is_some_and(|find| {
+            find.first().and_then(Value::as_str) == Some(SCOPE_MAPPING_MODEL)
+                && find
+                    .get(1)
+                    .and_then(Value::as_sequence)
+                    .is_some_and(|pair| {
+                        pair.first().and_then(Value::as_str) == Some("name")
+                            && own.iter().any(|(n, _)| {
+                                n.is_some() && *n == pair.get(1).and_then(Value::as_str)
+                            })
+                    })
+        }),
+        _ => false,
+    };
     let uses_own = get(attrs, "property_mappings")
         .and_then(Value::as_sequence)
-        .is_some_and(|items| {
-            items.iter().any(|item| match item {
-                Value::Tagged(t) if tag_of(item).as_deref() == Some("KeyOf") => {
-                    t.value.as_str().is_some_and(|id| mapping_ids.contains(&id))
-                }
-                _ => false,
-            })
-        });
+        .is_some_and(|items| items.iter().any(refers_to_own));
     if uses_own {
         return Ok(());
     }
     Err(problem(format!(
-        "the provider does not use a {SCOPE_MAPPING_MODEL} entry for scope email (by !KeyOf): authentik {}'s managed email mapping says email_verified: false, which AFFiNE 0.25.7+ refuses; add the entry (see the built-in template), or choose email_verified authentik",
+        "the provider does not use a {SCOPE_MAPPING_MODEL} entry for scope email (by !Find on its name or !KeyOf): authentik {}'s managed email mapping says email_verified: false, which AFFiNE 0.25.7+ refuses; add the entry (see the built-in template), or choose email_verified authentik",
         spec.version
     )))
 }

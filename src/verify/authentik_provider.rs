@@ -6,7 +6,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::affine::oidc_value::OidcValue;
+use crate::affine::version::AffineVersion;
 use crate::authentik::client::AuthentikClient;
+use crate::authentik_version::AuthentikVersion;
 use crate::blueprint::options::DEFAULT_SECRET_ENV;
 use crate::http::HttpOptions;
 use crate::secret::{Redactor, Secret};
@@ -17,13 +19,20 @@ use crate::web_url::BaseUrl;
 pub const AFFINE_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 
 /// The provider checks, in order, for skipping them together.
-const PROVIDER_CHECKS: [&str; 5] = [
+const PROVIDER_CHECKS: [&str; 7] = [
     "authentik-provider",
     "authentik-redirect-uri",
     "authentik-client-id",
     "authentik-grant-types",
+    "authentik-keys",
     "authentik-scopes",
+    "authentik-email-verified",
 ];
+
+/// The managed key of authentik's own mapping for a scope.
+fn managed_key(scope: &str) -> String {
+    format!("goauthentik.io/providers/oauth2/scope-{scope}")
+}
 
 /// How to reach authentik's API for these checks.
 #[derive(Debug, Clone)]
@@ -38,6 +47,7 @@ pub struct AuthentikAccess {
 /// none.
 pub fn check_provider(
     access: Result<&AuthentikAccess, &str>,
+    affine_version: Option<AffineVersion>,
     http: &HttpOptions,
     client_id: &str,
     callback: &str,
@@ -94,7 +104,7 @@ pub fn check_provider(
     );
     redactor.add(&secret);
 
-    let checks = vec![
+    let mut checks = vec![
         Check::pass(
             "authentik-provider",
             format!("application {slug:?} has an OAuth2 provider"),
@@ -102,9 +112,35 @@ pub fn check_provider(
         check_redirect_uri(&provider, callback),
         check_client_id(&provider, client_id),
         check_grant_types(&provider),
-        check_scopes(&client, &provider),
+        check_keys(&provider),
     ];
+    checks.extend(check_scopes(&client, &provider, affine_version));
     (checks, Ok(secret))
+}
+
+/// `authentik-keys`: AFFiNE 0.25.7+ verifies an RS256-signed id_token against the JWKS.
+/// Without a signing key authentik signs with HS256 and the client secret; with an
+/// encryption key it sends a JWE. AFFiNE refuses both ("Invalid auth state").
+fn check_keys(provider: &Value) -> Check {
+    let set = |field: &str| provider.get(field).is_some_and(|v| !v.is_null());
+    if !set("signing_key") {
+        return Check::fail(
+            "authentik-keys",
+            "the provider has no signing key: authentik signs id_tokens with HS256 and the client secret, which AFFiNE 0.25.7+ refuses (\"Invalid auth state\")",
+            "give the provider a signing key (authentik_blueprint signing_key, by default the self-signed certificate authentik ships) and apply the blueprint",
+        );
+    }
+    if set("encryption_key") {
+        return Check::fail(
+            "authentik-keys",
+            "the provider has an encryption key: authentik encrypts the id_token (JWE), which AFFiNE cannot verify (\"Invalid auth state\")",
+            "remove the provider's encryption key: applying the generated blueprint does (it says encryption_key: null)",
+        );
+    }
+    Check::pass(
+        "authentik-keys",
+        "the provider signs id_tokens with its signing key and does not encrypt them",
+    )
 }
 
 fn check_redirect_uri(provider: &Value, callback: &str) -> Check {
@@ -167,47 +203,149 @@ fn check_grant_types(provider: &Value) -> Check {
     }
 }
 
-fn check_scopes(client: &AuthentikClient, provider: &Value) -> Check {
-    let managed: Vec<String> = AFFINE_SCOPES
-        .iter()
-        .map(|s| format!("goauthentik.io/providers/oauth2/scope-{s}"))
-        .collect();
-    let missing = client
-        .version()
-        .and_then(|v| client.scope_mapping_pks(v, &managed))
-        .map(|pks| {
-            let assigned: Vec<&str> = provider
-                .get("property_mappings")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            AFFINE_SCOPES
-                .iter()
-                .zip(&managed)
-                .filter(|(_, key)| {
-                    !pks.iter()
-                        .any(|(k, pk)| k == *key && assigned.contains(&pk.as_str()))
-                })
-                .map(|(scope, _)| *scope)
-                .collect::<Vec<_>>()
-        });
-    match missing {
-        Ok(missing) if missing.is_empty() => {
-            Check::pass("authentik-scopes", "openid, email and profile are mapped")
+/// `authentik-scopes` (openid, email and profile each have a mapping on the provider,
+/// authentik's managed one or another for that scope) and `authentik-email-verified` (what
+/// the email mapping says: AFFiNE 0.25.7+ refuses `email_verified: false`, which authentik
+/// 2025.10+'s managed mapping sends).
+fn check_scopes(
+    client: &AuthentikClient,
+    provider: &Value,
+    affine_version: Option<AffineVersion>,
+) -> Vec<Check> {
+    let mappings = client.version().and_then(|version| {
+        let assigned = provider
+            .get("property_mappings")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for pk in assigned.iter().filter_map(Value::as_str) {
+            found.extend(client.scope_mapping(version, pk)?);
         }
-        Ok(missing) => Check::fail(
+        Ok((version, found))
+    });
+    let (version, mappings) = match mappings {
+        Ok(found) => found,
+        Err(e) => {
+            return vec![
+                Check::fail(
+                    "authentik-scopes",
+                    e.to_string(),
+                    "check the token's rights",
+                ),
+                Check::skip(
+                    "authentik-email-verified",
+                    "the scope mappings could not be read",
+                ),
+            ]
+        }
+    };
+    let for_scope = |scope: &str| {
+        mappings
+            .iter()
+            .find(|m| m.get("scope_name").and_then(Value::as_str) == Some(scope))
+    };
+    let missing: Vec<&str> = AFFINE_SCOPES
+        .iter()
+        .copied()
+        .filter(|s| for_scope(s).is_none())
+        .collect();
+    let scopes = if missing.is_empty() {
+        Check::pass("authentik-scopes", "openid, email and profile are mapped")
+    } else {
+        Check::fail(
             "authentik-scopes",
+            format!("the provider lacks the scope mappings {}", missing.join(", ")),
+            "AFFiNE asks for openid, email and profile: apply the generated blueprint, which maps all three",
+        )
+    };
+    let email = match for_scope("email") {
+        None => Check::skip(
+            "authentik-email-verified",
+            "the provider has no email scope mapping",
+        ),
+        Some(mapping) => check_email_verified(mapping, version, affine_version),
+    };
+    vec![scopes, email]
+}
+
+/// What the email mapping says in `email_verified`, judged from what it is: authentik's
+/// managed mapping (false from 2025.10, true before), or another whose expression says
+/// `True`, reads the user's attribute, or says `False`.
+fn check_email_verified(
+    mapping: &Value,
+    version: AuthentikVersion,
+    affine_version: Option<AffineVersion>,
+) -> Check {
+    let name = mapping
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let managed =
+        mapping.get("managed").and_then(Value::as_str) == Some(managed_key("email").as_str());
+    let refusing_affine = affine_version.is_none_or(|v| v.refuses_unverified_email());
+    let affine_named = match affine_version {
+        Some(v) => format!("AFFiNE {v}"),
+        None => "AFFiNE 0.25.7 and newer".to_string(),
+    };
+    let says_false = |detail: String| {
+        let fix = "use a mapping for scope email that says email_verified: True (the generated blueprint brings one: --email-verified true, or attribute)";
+        if refusing_affine {
+            Check::fail(
+                "authentik-email-verified",
+                format!("{detail}; {affine_named} refuses such a login (\"Email for this account is not verified\")"),
+                fix,
+            )
+        } else {
+            Check::warn(
+                "authentik-email-verified",
+                format!("{detail}; AFFiNE 0.25.7 and newer refuse such a login, so upgrading AFFiNE breaks it"),
+                fix,
+            )
+        }
+    };
+    if managed {
+        return if version.managed_email_mapping_sends_unverified() {
+            says_false(format!(
+                "the provider uses authentik {version}'s managed email mapping, which says email_verified: false"
+            ))
+        } else {
+            Check::pass(
+                "authentik-email-verified",
+                format!("authentik {version}'s managed email mapping says email_verified: true"),
+            )
+        };
+    }
+    let expression = mapping
+        .get("expression")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let verified_line = expression
+        .lines()
+        .find(|l| l.contains("email_verified"))
+        .unwrap_or_default();
+    if verified_line.contains("attributes") {
+        Check::pass(
+            "authentik-email-verified",
             format!(
-                "the provider lacks the scope mappings {}",
-                missing.join(", ")
+                "the email mapping {name:?} says what each user's attribute email_verified says"
             ),
-            "add authentik's managed scope mappings to the provider (the generated blueprint does)",
-        ),
-        Err(e) => Check::fail(
-            "authentik-scopes",
-            e.to_string(),
-            "check the token's rights",
-        ),
+        )
+    } else if verified_line.contains("True") {
+        Check::pass(
+            "authentik-email-verified",
+            format!("the email mapping {name:?} says email_verified: true"),
+        )
+    } else if verified_line.contains("False") {
+        says_false(format!(
+            "the email mapping {name:?} says email_verified: false"
+        ))
+    } else {
+        Check::warn(
+            "authentik-email-verified",
+            format!("cannot tell from the email mapping {name:?}'s expression what it says in email_verified"),
+            "verify --login shows what AFFiNE makes of it",
+        )
     }
 }
 

@@ -68,6 +68,7 @@ pub fn run(input: &VerifyInput, redactor: &mut Redactor) -> Result<Vec<Check>> {
 
     let (provider_checks, provider_secret) = authentik_provider::check_provider(
         input.authentik.as_ref().map_err(String::as_str),
+        server.as_ref().map(|s| s.version),
         &input.http,
         &input.client_id,
         &callback,
