@@ -372,7 +372,7 @@ fn verify_chain(c: &Chain, creds: Creds, more: &[&str]) -> Verify {
 }
 
 /// Every check verify knows, in the order of the chain (and of its output).
-const ALL_CHECKS: [&str; 20] = [
+const ALL_CHECKS: [&str; 24] = [
     "discovery",
     "issuer",
     "jwks",
@@ -393,6 +393,10 @@ const ALL_CHECKS: [&str; 20] = [
     "authentik-email-verified",
     "client-secret",
     "affine-private-issuer",
+    "login-start",
+    "login-authentik",
+    "login-affine",
+    "login-user",
 ];
 /// What runs without any credentials.
 const AFFINE_CHECKS: [&str; 9] = [
@@ -448,16 +452,24 @@ fn a_correct_chain_passes_every_check_and_exits_0() {
         assert_eq!(last, "all checks passed");
 
         // With an authentik token and AFFiNE's administrator: every check passes but the
-        // private-address guard, which AFFiNE before 0.27 does not have.
+        // private-address guard, which AFFiNE before 0.27 does not have, and the login,
+        // which needs --login.
         let v = verify_chain(&c, ALL_CREDS, &[]);
         v.assert_exit(0);
+        let not_run = [
+            "affine-private-issuer",
+            "login-start",
+            "login-authentik",
+            "login-affine",
+            "login-user",
+        ];
         assert_eq!(
             v.ids_marked("PASS"),
-            all_checks_but(&["affine-private-issuer"]),
+            all_checks_but(&not_run),
             "{}",
             v.out.stdout
         );
-        assert_eq!(v.ids_marked("SKIP"), ["affine-private-issuer"]);
+        assert_eq!(v.ids_marked("SKIP"), not_run);
         assert!(
             v.ids_marked("WARN").is_empty(),
             "{version}: {}",
@@ -648,7 +660,14 @@ fn a_correct_chain_on_authentik_2024_6_passes_with_its_regex_redirect_uri() {
     );
     assert_eq!(
         v.ids_marked("SKIP"),
-        ["authentik-grant-types", "affine-private-issuer"]
+        [
+            "authentik-grant-types",
+            "affine-private-issuer",
+            "login-start",
+            "login-authentik",
+            "login-affine",
+            "login-user"
+        ]
     );
     assert!(v.check_text("authentik-redirect-uri").starts_with("PASS"));
     assert!(v
@@ -668,9 +687,9 @@ fn json_output_is_one_object_with_ok_and_every_check() {
     let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ALL_CHECKS.to_vec());
     assert!(
-        checks
-            .iter()
-            .all(|c| c["status"] == json!("pass") || c["id"] == json!("affine-private-issuer")),
+        checks.iter().all(|c| c["status"] == json!("pass")
+            || c["id"] == json!("affine-private-issuer")
+            || c["id"].as_str().unwrap().starts_with("login-")),
         "{doc}"
     );
 
