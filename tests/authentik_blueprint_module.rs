@@ -431,6 +431,16 @@ fn api_creates_and_applies_then_a_second_run_is_ok_without_patch_or_apply_on_eve
             "{version}: an unchanged run wrote: {after:?}"
         );
         assert_eq!(authentik.applied_count(), 1, "no second apply");
+
+        // Check mode and --diff agree: nothing would change, so no diff to show.
+        let seen = authentik.requests().len();
+        let checked = run(call(api_task(&authentik)).check().diff(), Some(&authentik));
+        assert!(!checked.assert_ok().changed(), "{version}: {}", checked.msg());
+        assert!(checked.msg().contains("is up to date"), "{}", checked.msg());
+        let before = checked.json["diff"]["before"].as_str().unwrap_or_default();
+        let after = checked.json["diff"]["after"].as_str().unwrap_or_default();
+        assert_eq!(before, after, "{version}: the diff shows a difference");
+        assert!(writes(&requests_since(&authentik, seen)).is_empty());
     }
 }
 
