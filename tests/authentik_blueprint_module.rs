@@ -407,11 +407,11 @@ fn api_creates_and_applies_then_a_second_run_is_ok_without_patch_or_apply_on_eve
             assert_eq!(uris[0]["matching_mode"], json!("strict"));
             assert_eq!(uris[0]["url"], json!(callback));
         }
-        // openid, email and profile; from 2025.10 the email mapping is the blueprint's own,
-        // since authentik's managed one says email_verified: false there.
+        // openid, email, profile and offline_access; from 2025.10 the email mapping is the
+        // blueprint's own, since authentik's managed one says email_verified: false there.
         assert_eq!(
             provider["property_mappings"].as_array().map(Vec::len),
-            Some(3),
+            Some(4),
             "{version}: {provider}"
         );
         let managed_email = authentik
@@ -435,7 +435,11 @@ fn api_creates_and_applies_then_a_second_run_is_ok_without_patch_or_apply_on_eve
         // Check mode and --diff agree: nothing would change, so no diff to show.
         let seen = authentik.requests().len();
         let checked = run(call(api_task(&authentik)).check().diff(), Some(&authentik));
-        assert!(!checked.assert_ok().changed(), "{version}: {}", checked.msg());
+        assert!(
+            !checked.assert_ok().changed(),
+            "{version}: {}",
+            checked.msg()
+        );
         assert!(checked.msg().contains("is up to date"), "{}", checked.msg());
         let before = checked.json["diff"]["before"].as_str().unwrap_or_default();
         let after = checked.json["diff"]["after"].as_str().unwrap_or_default();
