@@ -215,6 +215,9 @@ pub fn explain_refusal(refusal: &Refusal) -> (String, String) {
     );
     let message = refusal.message.to_ascii_lowercase();
     let fix = match refusal.name.as_str() {
+        _ if message.contains("refresh_token") => {
+            "AFFiNE before 0.25.7 requires a refresh_token, which authentik issues only for the offline_access scope: apply affine_oidc again (it asks for offline_access on those versions) with the blueprint's offline_access mapping, or upgrade AFFiNE"
+        }
         _ if message.contains("not verified") => {
             "authentik says email_verified: false (its managed email mapping does from 2025.10) and AFFiNE 0.25.7+ refuses that: apply the blueprint with --email-verified true (the default) or attribute, which brings its own email mapping"
         }
