@@ -2181,6 +2181,22 @@ mod affine_login {
     }
 
     #[test]
+    fn affine_preflight_passes_args_through_and_a_configured_scope_as_written() {
+        let idp = Idp::start();
+        let affine = affine_for("0.27.0", &idp, |_| {});
+        let mut value = oidc_value(&idp.url());
+        value["args"] =
+            json!({"scope": "email profile", "prompt": "login", "claim_id": "preferred_username"});
+        write_oidc(&affine, value);
+        assert!(eventually(Duration::from_secs(5), || affine.oidc_registered()));
+        let q = preflight(&affine, Some("n"));
+        // The args' `scope` overrides AFFiNE's normalised one (openid is not added).
+        assert_eq!(q["scope"], "email profile");
+        assert_eq!(q["prompt"], "login");
+        assert!(!q.contains_key("claim_id"), "{q:?}");
+    }
+
+    #[test]
     fn affine_login_keeps_the_preflight_redirect_uri() {
         let idp = Idp::start();
         let affine = affine_for("0.26.1", &idp, |_| {});

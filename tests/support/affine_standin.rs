@@ -1086,16 +1086,15 @@ impl Inner {
             },
         };
         let args = config["args"].as_object().cloned().unwrap_or_default();
-        // Scope defaults to `openid profile email`; `openid` is added when missing.
-        let mut scope = args
-            .get("scope")
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or("openid profile email")
-            .to_string();
-        if !scope.split_whitespace().any(|s| s == "openid") {
-            scope = format!("openid {scope}");
-        }
+        // AFFiNE builds the query as one object: `scope` (its default `openid profile email`,
+        // from 0.25.7 with `openid` put in front when missing) and then every non-`claim_*` arg
+        // spread after it, so a configured `scope` replaces that value as written (openid is
+        // never added to it) while keeping the key's place. Read from `providers/oidc.ts`.
+        let scope = match args.get("scope") {
+            None => "openid profile email".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
         // The saved state: its id is the UUID AFFiNE's cache keys it by, and (0.25.7+) the
         // id_token's expected nonce; the PKCE verifier never leaves the server.
         let id = uuid4();
@@ -1139,8 +1138,8 @@ impl Inner {
                 "redirect_uri".into(),
                 format!("{}/oauth/callback", self.url),
             ),
-            ("response_type".into(), "code".into()),
             ("scope".into(), scope),
+            ("response_type".into(), "code".into()),
         ];
         // Other non-`claim_*` args become query parameters of the authorize URL.
         for (k, v) in &args {
