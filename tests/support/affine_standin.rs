@@ -902,7 +902,8 @@ impl Inner {
             "name": u.name,
             "avatarUrl": null,
             "disabled": false,
-            "hasPassword": true,
+            // A user an OIDC login created has no password.
+            "hasPassword": !u.password.is_empty(),
             "emailVerified": true,
         })
     }
