@@ -2348,6 +2348,18 @@ mod affine_login {
                 }),
             ),
             (
+                "no audience",
+                Box::new(|c| {
+                    c.id_claims.insert("aud".into(), Value::Null);
+                }),
+            ),
+            (
+                "no issuer",
+                Box::new(|c| {
+                    c.id_claims.insert("iss".into(), Value::Null);
+                }),
+            ),
+            (
                 "another nonce",
                 Box::new(|c| c.nonce = Some("replayed".into())),
             ),

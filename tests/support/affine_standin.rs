@@ -2333,7 +2333,10 @@ impl Inner {
             let mut validation = Validation::new(header.alg);
             validation.leeway = 0;
             validation.validate_nbf = true;
-            validation.required_spec_claims = Default::default();
+            // jose checks `exp`/`nbf` only when present, but with the issuer and audience
+            // options set a token without `iss` or `aud` fails.
+            validation.required_spec_claims =
+                ["iss", "aud"].into_iter().map(String::from).collect();
             validation.set_issuer(&[doc["issuer"].as_str().unwrap_or("")]);
             validation.set_audience(&[client_id]);
             match jsonwebtoken::decode::<Map<String, Value>>(token, &decoding, &validation) {
