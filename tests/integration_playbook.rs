@@ -488,3 +488,30 @@ fn the_integration_playbook_then_verify_login_signs_a_user_in_on_every_supported
         second.assert_recap(&names, &[("changed", 0), ("failed", 0), ("ok", 4)]);
     }
 }
+
+#[test]
+fn the_integration_playbook_in_check_mode_changes_nothing_and_reports_what_verify_finds() {
+    let lab = Lab::new();
+    let authentik = authentik("2026.8.0");
+    let server = affine("0.26.1");
+    affine_inventory(&lab, &[("affine-0261", &server)], &authentik);
+    let run = lab.playbook(
+        integration_playbook(),
+        &["--check"],
+        &[("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN)],
+    );
+    assert_no_secret(&run);
+    // Both changes are only reported; verify runs and says what is broken today.
+    run.assert_recap(&["affine-0261"], &[("changed", 2), ("failed", 0)]);
+    assert!(
+        authentik.instances().is_empty(),
+        "check mode created nothing"
+    );
+    assert_eq!(server.write_count(), 0);
+    let report = run.task("Every link of the login chain holds");
+    assert!(
+        report.contains("check mode: before the changes above") && report.contains("[discovery]"),
+        "{}",
+        run.show()
+    );
+}
