@@ -1763,6 +1763,795 @@ fn authentik_jwks_serves_the_real_public_half_of_the_signing_key() {
     );
 }
 
+// ------------------------------------------------------------------------------------------
+// authentik: the OAuth2 server side and the browserless login (issue 8). In a module of its
+// own so its helpers' names stay apart from the AFFiNE stand-in's tests.
+// ------------------------------------------------------------------------------------------
+
+mod authentik_login {
+    use super::support::authentik_standin::{
+        AuthentikOptions, AuthentikStandin, LoginUser, ProviderState,
+    };
+    use reqwest::blocking::Client;
+    use serde_json::{json, Value};
+    use sha2::{Digest, Sha256};
+    use std::time::Duration;
+
+    const CALLBACK: &str = "https://affine.example.com/oauth/callback";
+    const VERIFIER: &str = "standin-pkce-verifier-0123456789abcdefghijklmnopqrstuvwxyz";
+    const PASSWORD: &str = "tester-password";
+
+    fn http() -> Client {
+        Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    fn b64url(data: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+    }
+
+    fn unb64url(s: &str) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .unwrap()
+    }
+
+    /// An authentik of `version` with application `affine` (callback allowed strictly) and
+    /// the user `tester`.
+    fn idp(
+        version: &str,
+        tweak: impl FnOnce(&mut ProviderState),
+    ) -> (AuthentikStandin, ProviderState) {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(version));
+        let mut p = ProviderState::new("AFFiNE");
+        p.redirect_uris = vec![("strict".into(), CALLBACK.into())];
+        tweak(&mut p);
+        ak.add_provider("affine", p.clone());
+        let mut user = LoginUser::new("tester", PASSWORD);
+        user.email = "tester@example.com".into();
+        user.name = "AFFiNE Tester".into();
+        ak.add_user(user);
+        (ak, p)
+    }
+
+    fn authorize_url(ak: &AuthentikStandin, client_id: &str, redirect_uri: &str) -> String {
+        let challenge = b64url(&Sha256::digest(VERIFIER.as_bytes()));
+        let mut url =
+            reqwest::Url::parse(&format!("{}/application/o/authorize/", ak.url())).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid profile email")
+            .append_pair("state", "the-state")
+            .append_pair("nonce", "the-nonce")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        url.to_string()
+    }
+
+    /// A browser without a browser: a cookie jar, each hop by hand.
+    struct Browser {
+        http: Client,
+        base: String,
+        cookies: Vec<(String, String)>,
+        /// Every (method, path, status) on the way, for assertions on the route.
+        hops: Vec<(String, String, u16)>,
+    }
+
+    struct Hop {
+        status: u16,
+        location: Option<String>,
+        body: Value,
+        text: String,
+    }
+
+    impl Browser {
+        fn new(ak: &AuthentikStandin) -> Self {
+            Browser {
+                http: http(),
+                base: ak.url(),
+                cookies: Vec::new(),
+                hops: Vec::new(),
+            }
+        }
+
+        fn send(&mut self, method: &str, url: &str, body: Option<Value>) -> Hop {
+            let url = if url.starts_with('/') {
+                format!("{}{url}", self.base)
+            } else {
+                url.to_string()
+            };
+            let mut req = if method == "POST" {
+                self.http.post(&url).json(&body.unwrap_or(Value::Null))
+            } else {
+                self.http.get(&url)
+            };
+            if !self.cookies.is_empty() {
+                let jar: Vec<String> = self
+                    .cookies
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                req = req.header("Cookie", jar.join("; "));
+            }
+            let resp = req.send().unwrap();
+            for v in resp.headers().get_all("set-cookie") {
+                let (name, rest) = v.to_str().unwrap().split_once('=').unwrap();
+                let value = rest.split(';').next().unwrap().to_string();
+                self.cookies.retain(|(n, _)| n != name);
+                self.cookies.push((name.to_string(), value));
+            }
+            let status = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string());
+            let path = url
+                .trim_start_matches(&self.base)
+                .split('?')
+                .next()
+                .unwrap()
+                .to_string();
+            self.hops.push((method.to_string(), path, status));
+            let text = resp.text().unwrap();
+            Hop {
+                status,
+                location,
+                body: serde_json::from_str(&text).unwrap_or(Value::Null),
+                text,
+            }
+        }
+
+        fn has_cookie(&self, name: &str) -> bool {
+            self.cookies.iter().any(|(n, _)| n == name)
+        }
+    }
+
+    /// The executor URL of a flow interface page `/if/flow/<slug>/?<query>`.
+    fn executor_of(page: &str) -> String {
+        let (path, query) = page.split_once('?').unwrap_or((page, ""));
+        let slug = path.trim_matches('/').split('/').nth(2).unwrap();
+        let mut url =
+            reqwest::Url::parse(&format!("http://x/api/v3/flows/executor/{slug}/")).unwrap();
+        url.query_pairs_mut().append_pair("query", query);
+        format!("{}?{}", url.path(), url.query().unwrap())
+    }
+
+    /// Follows redirects and answers identification and password like the recorder did,
+    /// until the browser is sent to the callback (returned) or a challenge this walk does
+    /// not answer comes (returned as the error).
+    fn walk(b: &mut Browser, start: &str, username: &str, password: &str) -> Result<String, Value> {
+        let mut next = start.to_string();
+        let mut executor: Option<String> = None;
+        let mut answer: Option<Value> = None;
+        for _ in 0..30 {
+            let hop = match answer.take() {
+                Some(body) => b.send("POST", executor.as_deref().unwrap(), Some(body)),
+                None => b.send("GET", &next, None),
+            };
+            if hop.status == 302 {
+                let loc = hop.location.unwrap();
+                if loc.starts_with(CALLBACK) {
+                    return Ok(loc);
+                }
+                if loc.starts_with("/if/flow/") {
+                    let e = executor_of(&loc);
+                    executor = Some(e.clone());
+                    next = e;
+                } else {
+                    next = loc;
+                }
+                continue;
+            }
+            assert_eq!(hop.status, 200, "{next}: {}", hop.text);
+            match hop.body["component"].as_str().unwrap_or("") {
+                "ak-stage-identification" => {
+                    answer =
+                        Some(json!({"component": "ak-stage-identification", "uid_field": username}))
+                }
+                "ak-stage-password" if hop.body.get("response_errors").is_none() => {
+                    answer = Some(json!({"component": "ak-stage-password", "password": password}))
+                }
+                "xak-flow-redirect" => {
+                    let to = hop.body["to"].as_str().unwrap().to_string();
+                    if to.starts_with(CALLBACK) {
+                        return Ok(to);
+                    }
+                    next = to;
+                }
+                _ => return Err(hop.body),
+            }
+        }
+        panic!("no callback after 30 requests: {:?}", b.hops);
+    }
+
+    fn code_of(callback: &str) -> String {
+        let url = reqwest::Url::parse(callback).unwrap();
+        let q: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert!(
+            q.contains(&("state".into(), "the-state".into())),
+            "{callback}"
+        );
+        q.into_iter().find(|(k, _)| k == "code").unwrap().1
+    }
+
+    fn exchange(
+        ak: &AuthentikStandin,
+        p: &ProviderState,
+        code: &str,
+        verifier: &str,
+    ) -> (u16, Value) {
+        let resp = http()
+            .post(format!("{}/application/o/token/", ak.url()))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", CALLBACK),
+                ("client_id", &p.client_id),
+                ("client_secret", &p.client_secret),
+                ("code_verifier", verifier),
+            ])
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.json().unwrap())
+    }
+
+    fn login_code(ak: &AuthentikStandin, p: &ProviderState) -> String {
+        let mut b = Browser::new(ak);
+        code_of(
+            &walk(
+                &mut b,
+                &authorize_url(ak, &p.client_id, CALLBACK),
+                "tester",
+                PASSWORD,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// The id_token verified against the JWKS (RS256, issuer, audience) by jsonwebtoken.
+    fn verified_claims(ak: &AuthentikStandin, p: &ProviderState, token: &str) -> Value {
+        use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+        let header = decode_header(token).unwrap();
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(header.typ.as_deref(), Some("JWT"));
+        let jwks = ak.jwks("affine").unwrap();
+        let key = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| {
+                k["use"] == "sig" && Some(k["kid"].as_str().unwrap()) == header.kid.as_deref()
+            })
+            .expect("the header's kid is the JWKS signing key's");
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&[&p.client_id]);
+        v.set_issuer(&[format!("{}/application/o/affine/", ak.url())]);
+        let key = DecodingKey::from_rsa_components(
+            key["n"].as_str().unwrap(),
+            key["e"].as_str().unwrap(),
+        )
+        .unwrap();
+        decode::<Value>(token, &key, &v).unwrap().claims
+    }
+
+    fn userinfo(ak: &AuthentikStandin, token: &str) -> (u16, Value, Option<String>) {
+        let resp = http()
+            .get(format!("{}/application/o/userinfo/", ak.url()))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let www = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, resp.json().unwrap_or(Value::Null), www)
+    }
+
+    #[test]
+    fn a_login_walks_each_versions_recorded_route_to_a_signed_id_token() {
+        for (version, verified, hops) in [("2024.10.2", true, 10), ("2026.2.2", false, 8)] {
+            let (ak, p) = idp(version, |_| {});
+            let mut b = Browser::new(&ak);
+            let callback = walk(
+                &mut b,
+                &authorize_url(&ak, &p.client_id, CALLBACK),
+                "tester",
+                PASSWORD,
+            )
+            .unwrap();
+            assert!(b.has_cookie("authentik_session"), "{version}");
+            // The recorded route: 2024.10 via /flows/-/default/authentication/ and the
+            // implicit consent flow's executor; 2026.2 straight to the callback.
+            assert_eq!(b.hops.len(), hops, "{version}: {:?}", b.hops);
+            let via_default = b
+                .hops
+                .iter()
+                .any(|(_, p, _)| p == "/flows/-/default/authentication/");
+            assert_eq!(
+                via_default,
+                version.starts_with("2024"),
+                "{version}: {:?}",
+                b.hops
+            );
+            let code = code_of(&callback);
+            let (status, tokens) = exchange(&ak, &p, &code, VERIFIER);
+            assert_eq!(status, 200, "{version}: {tokens}");
+            assert_eq!(tokens["token_type"], "Bearer");
+            assert_eq!(tokens["expires_in"], 3600);
+            assert!(
+                tokens.get("refresh_token").is_none(),
+                "no offline_access asked"
+            );
+            assert_eq!(
+                tokens.get("scope").is_some(),
+                version.starts_with("2026"),
+                "{version}"
+            );
+            let claims = verified_claims(&ak, &p, tokens["id_token"].as_str().unwrap());
+            assert_eq!(claims["nonce"], "the-nonce");
+            assert_eq!(claims["email"], "tester@example.com");
+            // The managed email mapping: true before 2025.10, false since.
+            assert_eq!(claims["email_verified"], json!(verified), "{version}");
+            assert_eq!(claims["preferred_username"], "tester");
+            assert_eq!(claims["amr"], json!(["pwd"]));
+            let sub = ak.subject("affine", "tester").unwrap();
+            assert_eq!(claims["sub"], sub);
+            assert_eq!(sub.len(), 64, "a hex SHA-256: {sub}");
+            // The access token is a JWT of the same key, with azp.
+            let access = verified_claims(&ak, &p, tokens["access_token"].as_str().unwrap());
+            assert_eq!(access["azp"], json!(p.client_id));
+            let (status, info, _) = userinfo(&ak, tokens["access_token"].as_str().unwrap());
+            assert_eq!(status, 200);
+            assert_eq!(info["sub"], claims["sub"]);
+            assert_eq!(info["email_verified"], json!(verified));
+            assert_eq!(info["nonce"], "the-nonce");
+            // A code works once.
+            let (status, again) = exchange(&ak, &p, &code, VERIFIER);
+            assert_eq!(
+                (status, again["error"].as_str()),
+                (400, Some("invalid_grant"))
+            );
+        }
+    }
+
+    #[test]
+    fn the_token_endpoint_refuses_as_recorded_and_a_wrong_secret_keeps_the_code() {
+        let (ak, p) = idp("2026.2.2", |_| {});
+        let code = login_code(&ak, &p);
+        let token = |pairs: &[(&str, &str)], basic: Option<(&str, &str)>| {
+            let mut req = http()
+                .post(format!("{}/application/o/token/", ak.url()))
+                .form(pairs);
+            if let Some((id, secret)) = basic {
+                req = req.basic_auth(id, Some(secret));
+            }
+            let resp = req.send().unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().unwrap();
+            (
+                status,
+                body["error"].as_str().unwrap_or("").to_string(),
+                body,
+            )
+        };
+        let base = |code: &str, secret: &str| {
+            vec![
+                ("grant_type", "authorization_code".to_string()),
+                ("code", code.to_string()),
+                ("redirect_uri", CALLBACK.to_string()),
+                ("client_id", p.client_id.clone()),
+                ("client_secret", secret.to_string()),
+                ("code_verifier", VERIFIER.to_string()),
+            ]
+        };
+        let as_refs = |v: &[(&'static str, String)]| {
+            v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
+        };
+        let send = |v: Vec<(&'static str, String)>| {
+            let pairs: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            token(&pairs, None)
+        };
+        let (s, e, body) = send(base(&code, "wrong-secret"));
+        assert_eq!((s, e.as_str()), (400, "invalid_client"));
+        assert!(
+            body["request_id"].is_string(),
+            "2026's error bodies carry request_id"
+        );
+        let mut wrong_redirect = base(&code, &p.client_secret);
+        wrong_redirect[2].1 = "https://affine.example.com/other/callback".into();
+        assert_eq!(send(wrong_redirect).1, "invalid_client");
+        let mut no_verifier = base(&code, &p.client_secret);
+        no_verifier.pop();
+        assert_eq!(send(no_verifier).1, "invalid_grant");
+        let mut wrong_verifier = base(&code, &p.client_secret);
+        wrong_verifier[5].1 = "wrong-verifier-0123456789abcdefghijklmnopqrstuvwxyz0123".into();
+        assert_eq!(send(wrong_verifier).1, "invalid_grant");
+        assert_eq!(
+            send(base("not-a-real-code", &p.client_secret)).1,
+            "invalid_grant"
+        );
+        assert_eq!(
+            send(base("not-a-real-code", "wrong-secret")).1,
+            "invalid_client"
+        );
+        // None of those burnt the code.
+        let (s, _, body) = send(base(&code, &p.client_secret));
+        assert_eq!(s, 200, "{body}");
+        // client_secret_basic.
+        let basic_pairs = as_refs(&base("not-a-real-code", "")[..3]);
+        let pairs: Vec<(&str, &str)> = basic_pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            token(&pairs, Some((&p.client_id, "wrong-secret"))).1,
+            "invalid_client"
+        );
+        assert_eq!(
+            token(&pairs, Some((&p.client_id, &p.client_secret))).1,
+            "invalid_grant"
+        );
+        // client_credentials: wrong secret invalid_grant; right secret a token and a
+        // service account; an unknown client invalid_client.
+        let cc = |id: &str, secret: &str| {
+            token(
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", id),
+                    ("client_secret", secret),
+                    ("scope", "openid"),
+                ],
+                None,
+            )
+        };
+        assert_eq!(cc(&p.client_id, "wrong-secret").1, "invalid_grant");
+        assert!(ak.user("ak-AFFiNE-client_credentials").is_none());
+        let (s, _, body) = cc(&p.client_id, &p.client_secret);
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["scope"], "openid");
+        let account = ak
+            .user("ak-AFFiNE-client_credentials")
+            .expect("the service account");
+        assert_eq!(account["type"], "internal_service_account");
+        assert_eq!(cc("no-such-client", "x").1, "invalid_client");
+        // Userinfo with a made-up token: 401, empty, WWW-Authenticate.
+        let (status, body, www) = userinfo(&ak, "not-an-access-token");
+        assert_eq!((status, body), (401, Value::Null));
+        assert!(www.unwrap().starts_with("error=\"invalid_token\""));
+    }
+
+    #[test]
+    fn authorize_refuses_unknown_clients_and_redirect_uris_with_a_page() {
+        for version in ["2024.10.2", "2026.2.2"] {
+            let (ak, p) = idp(version, |_| {});
+            let mut b = Browser::new(&ak);
+            let page = b.send("GET", &authorize_url(&ak, "no-such-client", CALLBACK), None);
+            assert_eq!(page.status, 400);
+            assert!(page.text.contains("Client ID Error"), "{}", page.text);
+            let evil = "https://evil.example.com/oauth/callback";
+            let page = b.send("GET", &authorize_url(&ak, &p.client_id, evil), None);
+            assert_eq!(page.status, 400);
+            assert!(page.text.contains("Redirect URI Error"), "{}", page.text);
+            // Also with a session.
+            walk(
+                &mut b,
+                &authorize_url(&ak, &p.client_id, CALLBACK),
+                "tester",
+                PASSWORD,
+            )
+            .unwrap();
+            let page = b.send("GET", &authorize_url(&ak, &p.client_id, evil), None);
+            assert!(page.text.contains("Redirect URI Error"), "{version}");
+        }
+    }
+
+    #[test]
+    fn redirect_uris_match_strictly_by_regex_and_as_the_old_string_of_regexes() {
+        let (ak, p) = idp("2026.2.2", |p| {
+            p.redirect_uris = vec![("regex".into(), r"https://affine\.example\.com/.*".into())];
+        });
+        let mut b = Browser::new(&ak);
+        let other = "https://affine.example.com/oauth/callback2";
+        let hop = b.send("GET", &authorize_url(&ak, &p.client_id, other), None);
+        assert_eq!(hop.status, 302, "the regex matches");
+        let hop = b.send(
+            "GET",
+            &authorize_url(&ak, &p.client_id, "https://affine.example.com.evil/x"),
+            None,
+        );
+        assert_eq!(hop.status, 400, "a regex must match the whole URI");
+        // 2024.6: a newline-separated string of regexes.
+        let (old, p) = idp("2024.6.4", |p| {
+            p.redirect_uris = vec![
+                ("regex".into(), r"https://other\.example\.com/cb".into()),
+                (
+                    "regex".into(),
+                    r"https://affine\.example\.com/oauth/callback".into(),
+                ),
+            ];
+        });
+        assert!(old.provider("affine").unwrap()["redirect_uris"].is_string());
+        let mut b = Browser::new(&old);
+        let cb = walk(
+            &mut b,
+            &authorize_url(&old, &p.client_id, CALLBACK),
+            "tester",
+            PASSWORD,
+        );
+        assert!(cb.is_ok(), "{cb:?}");
+        let hop = b.send(
+            "GET",
+            &authorize_url(
+                &old,
+                &p.client_id,
+                "https://affine.example.com/oauth/callbackx",
+            ),
+            None,
+        );
+        assert_eq!(hop.status, 400);
+        // No redirect URIs: the first one used is saved (strict) and then the only one.
+        let (ak, p) = idp("2026.2.2", |p| p.redirect_uris.clear());
+        let mut b = Browser::new(&ak);
+        walk(
+            &mut b,
+            &authorize_url(&ak, &p.client_id, CALLBACK),
+            "tester",
+            PASSWORD,
+        )
+        .unwrap();
+        assert_eq!(
+            ak.provider("affine").unwrap()["redirect_uris"],
+            json!([{"matching_mode": "strict", "url": CALLBACK}])
+        );
+        let hop = b.send("GET", &authorize_url(&ak, &p.client_id, other), None);
+        assert_eq!(hop.status, 400);
+    }
+
+    #[test]
+    fn a_wrong_password_an_unknown_user_and_an_inactive_one_fail_at_the_password() {
+        let (ak, p) = idp("2026.2.2", |_| {});
+        let mut off = LoginUser::new("gone", "gone-password");
+        off.active = false;
+        ak.add_user(off);
+        for (user, password) in [
+            ("tester", "wrong"),
+            ("nobody", "x"),
+            ("gone", "gone-password"),
+        ] {
+            let mut b = Browser::new(&ak);
+            let err = walk(
+                &mut b,
+                &authorize_url(&ak, &p.client_id, CALLBACK),
+                user,
+                password,
+            )
+            .unwrap_err();
+            assert_eq!(err["component"], "ak-stage-password", "{user}");
+            assert_eq!(
+                err["response_errors"],
+                json!({"password": [{"string": "Invalid password", "code": "invalid"}]}),
+                "{user}"
+            );
+        }
+        // By e-mail too.
+        let mut b = Browser::new(&ak);
+        assert!(walk(
+            &mut b,
+            &authorize_url(&ak, &p.client_id, CALLBACK),
+            "tester@example.com",
+            PASSWORD
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn an_mfa_user_meets_the_authenticator_validation_stage() {
+        let (ak, p) = idp("2026.2.2", |_| {});
+        let mut u = LoginUser::new("secure", "secure-password");
+        u.mfa = true;
+        ak.add_user(u);
+        let mut b = Browser::new(&ak);
+        let err = walk(
+            &mut b,
+            &authorize_url(&ak, &p.client_id, CALLBACK),
+            "secure",
+            "secure-password",
+        )
+        .unwrap_err();
+        assert_eq!(err["component"], "ak-stage-authenticator-validate");
+        assert_eq!(err["device_challenges"][0]["device_class"], "totp");
+    }
+
+    #[test]
+    fn explicit_consent_asks_with_a_token_to_post_back() {
+        for version in ["2024.10.2", "2026.2.2"] {
+            let (ak, p) = idp(version, |p| {
+                p.authorization_flow = "default-provider-authorization-explicit-consent".into()
+            });
+            let mut b = Browser::new(&ak);
+            let consent = walk(
+                &mut b,
+                &authorize_url(&ak, &p.client_id, CALLBACK),
+                "tester",
+                PASSWORD,
+            )
+            .unwrap_err();
+            assert_eq!(consent["component"], "ak-stage-consent", "{version}");
+            let token = consent["token"].as_str().unwrap().to_string();
+            let executor = b
+                .hops
+                .iter()
+                .rev()
+                .find(|(_, path, _)| path.contains("explicit-consent"))
+                .unwrap()
+                .1
+                .clone();
+            assert!(executor.starts_with("/api/v3/flows/executor/"));
+            // Answer it on the executor URL the walk last used (with its query).
+            let page = format!(
+                "/if/flow/default-provider-authorization-explicit-consent/?{}",
+                reqwest::Url::parse(&authorize_url(&ak, &p.client_id, CALLBACK))
+                    .unwrap()
+                    .query()
+                    .unwrap()
+            );
+            let url = executor_of(&page);
+            let wrong = b.send(
+                "POST",
+                &url,
+                Some(json!({"component": "ak-stage-consent", "token": "forged"})),
+            );
+            assert!(
+                wrong.body["response_errors"]["token"].is_array(),
+                "{}",
+                wrong.text
+            );
+            let token = wrong.body["token"].as_str().unwrap_or(&token).to_string();
+            let ok = b.send(
+                "POST",
+                &url,
+                Some(json!({"component": "ak-stage-consent", "token": token})),
+            );
+            assert_eq!(ok.status, 302, "{}", ok.text);
+            let done = b.send("GET", &url, None);
+            assert_eq!(done.body["component"], "xak-flow-redirect", "{}", done.text);
+            let code = code_of(done.body["to"].as_str().unwrap());
+            assert_eq!(exchange(&ak, &p, &code, VERIFIER).0, 200);
+        }
+    }
+
+    #[test]
+    fn an_encryption_key_makes_both_tokens_jwes_and_no_signing_key_hs256() {
+        let (ak, p) = idp("2026.2.2", |p| {
+            p.encryption_key = Some("authentik Self-signed Certificate".into())
+        });
+        let code = login_code(&ak, &p);
+        let (_, tokens) = exchange(&ak, &p, &code, VERIFIER);
+        for name in ["id_token", "access_token"] {
+            let t = tokens[name].as_str().unwrap();
+            let parts: Vec<&str> = t.split('.').collect();
+            assert_eq!(parts.len(), 5, "{name} is a JWE");
+            let header: Value = serde_json::from_slice(&unb64url(parts[0])).unwrap();
+            assert_eq!(header["alg"], "RSA-OAEP-256");
+            assert_eq!(header["enc"], "A256CBC-HS512");
+            assert_eq!(header["typ"], "JWE");
+        }
+        // It is a real one: the content key unwraps with the private key.
+        let (_, key) = ak.signing_key("affine").unwrap();
+        let parts: Vec<&str> = tokens["id_token"].as_str().unwrap().split('.').collect();
+        let cek = key
+            .decrypt(rsa::Oaep::new::<Sha256>(), &unb64url(parts[1]))
+            .unwrap();
+        assert_eq!(cek.len(), 64);
+        assert!(ak.jwks("affine").unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["use"] == "enc"));
+        let (status, info, _) = userinfo(&ak, tokens["access_token"].as_str().unwrap());
+        assert_eq!(
+            (status, info["email"].as_str()),
+            (200, Some("tester@example.com"))
+        );
+
+        let (ak, p) = idp("2026.2.2", |p| p.signing_key = None);
+        let code = login_code(&ak, &p);
+        let (_, tokens) = exchange(&ak, &p, &code, VERIFIER);
+        use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&[&p.client_id]);
+        let claims = decode::<Value>(
+            tokens["id_token"].as_str().unwrap(),
+            &DecodingKey::from_secret(p.client_secret.as_bytes()),
+            &v,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims["nonce"], "the-nonce");
+    }
+
+    #[test]
+    fn email_verified_follows_the_providers_email_mapping() {
+        let (ak, p) = idp("2026.2.2", |_| {});
+        let mut u = LoginUser::new("checked", "checked-password");
+        u.attributes = json!({"email_verified": true});
+        ak.add_user(u);
+        // The blueprint's mapping forms: True, and the user's attribute.
+        let auth = format!("Bearer {}", ak.token());
+        let mut pks = Vec::new();
+        for (name, value) in [
+            ("always", "True"),
+            (
+                "attribute",
+                "bool(request.user.attributes.get(\"email_verified\", False))",
+            ),
+        ] {
+            let created: Value = http()
+                .post(format!("{}/api/v3/propertymappings/provider/scope/", ak.url()))
+                .header("Authorization", &auth)
+                .json(&json!({
+                    "name": name,
+                    "scope_name": "email",
+                    "expression": format!("return {{\n    \"email\": request.user.email,\n    \"email_verified\": {value},\n}}\n"),
+                }))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            pks.push(created["pk"].clone());
+        }
+        let provider = ak.provider("affine").unwrap();
+        // ProviderState::new's mappings: openid, email, profile (managed).
+        let managed: Vec<Value> = provider["property_mappings"].as_array().unwrap().clone();
+        assert_eq!(managed.len(), 3);
+        // The user without the attribute gets false from the attribute mapping.
+        for (user, password, expected) in [
+            ("tester", PASSWORD, [true, false]),
+            ("checked", "checked-password", [true, true]),
+        ] {
+            for (pk, expected) in pks.iter().zip(expected) {
+                // openid, profile and the custom email mapping in place of the managed one.
+                let mappings = json!([managed[0], managed[2], pk]);
+                assert!(ak.set_provider_fields("affine", json!({"property_mappings": mappings})));
+                let mut b = Browser::new(&ak);
+                let code = code_of(
+                    &walk(
+                        &mut b,
+                        &authorize_url(&ak, &p.client_id, CALLBACK),
+                        user,
+                        password,
+                    )
+                    .unwrap(),
+                );
+                let (_, tokens) = exchange(&ak, &p, &code, VERIFIER);
+                let claims = verified_claims(&ak, &p, tokens["id_token"].as_str().unwrap());
+                assert_eq!(claims["email_verified"], json!(expected), "{user} {pk}");
+                let (_, info, _) = userinfo(&ak, tokens["access_token"].as_str().unwrap());
+                assert_eq!(info["email_verified"], json!(expected), "{user} {pk}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_2026_8_provider_without_the_code_grant_is_refused_at_authorize() {
+        let (ak, p) = idp("2026.8.0", |p| p.grant_types = vec!["refresh_token".into()]);
+        let mut b = Browser::new(&ak);
+        let hop = b.send("GET", &authorize_url(&ak, &p.client_id, CALLBACK), None);
+        assert_eq!(hop.status, 302);
+        let location = hop.location.unwrap();
+        assert!(
+            location.starts_with(&format!("{CALLBACK}?error=unauthorized_client")),
+            "{location}"
+        );
+    }
+}
+
 // ==========================================================================================
 // AFFiNE: the OIDC login (preflight → callback → session), against a small in-test IdP
 // (its own RSA key, real RS256 signatures). Kept in its own module so the authentik tests
@@ -2567,5 +3356,239 @@ mod affine_login {
         idp.set(|c| c.id_token = false);
         let got = login(&affine, &idp);
         assert_error(&got, 400, "VALIDATION_ERROR", "\"id_token\"");
+    }
+
+    // --------------------------------------------------------------------------------------
+    // The whole login against the stand-in authentik (its authorize endpoint, flow executor,
+    // token endpoint, JWKS and userinfo), walked by the project's own browserless login.
+    // --------------------------------------------------------------------------------------
+
+    use affine_authentik::authentik::browser_login::BrowserLogin;
+    use affine_authentik::secret::Secret;
+    use support::authentik_standin::LoginUser;
+
+    const ALICE_PASSWORD: &str = "alice-pass-SECRET";
+
+    /// authentik `ak_version` with application `affine` (its provider tweaked) and user
+    /// alice, and AFFiNE `affine_version` configured with that provider.
+    fn pair(
+        ak_version: &str,
+        affine_version: &str,
+        provider: impl FnOnce(&mut ProviderState),
+        args: Value,
+        affine_opts: impl FnOnce(&mut AffineOptions),
+    ) -> (AuthentikStandin, AffineStandin) {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(ak_version));
+        let mut opts = AffineOptions::new(affine_version);
+        opts.ssrf_guard = Some(false);
+        affine_opts(&mut opts);
+        let affine = AffineStandin::start(opts);
+        let mut p = ProviderState::new("affine");
+        p.redirect_uris = vec![("strict".into(), format!("{}/oauth/callback", affine.url()))];
+        provider(&mut p);
+        ak.add_provider("affine", p.clone());
+        ak.add_user(LoginUser::new("alice", ALICE_PASSWORD));
+        let (status, body) = write_oidc(
+            &affine,
+            json!({"clientId": p.client_id, "clientSecret": p.client_secret, "issuer": issuer_of(&ak), "args": args}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            eventually(Duration::from_secs(5), || affine.oidc_registered()),
+            "{:?}",
+            affine.discovery_attempts()
+        );
+        (ak, affine)
+    }
+
+    /// AFFiNE's preflight, authentik walked as alice, then AFFiNE's callback.
+    fn full_login(affine: &AffineStandin) -> (u16, Value, Vec<String>) {
+        let resp = client()
+            .post(format!("{}/api/oauth/preflight", affine.url()))
+            .json(&json!({"provider": "OIDC", "client_nonce": "verify-nonce"}))
+            .send()
+            .unwrap();
+        let url = resp.json::<Value>().unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let browser = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let callback_url = format!("{}/oauth/callback", affine.url());
+        let password = Secret::new(ALICE_PASSWORD);
+        let back = BrowserLogin::new(&browser, &callback_url, "alice", &password)
+            .run(&url)
+            .unwrap_or_else(|f| panic!("authentik refused the walk: {f:?}"));
+        callback(
+            affine,
+            json!({"code": back.code.expose(), "state": back.state, "client_nonce": "verify-nonce"}),
+        )
+    }
+
+    #[test]
+    fn affine_0_27_logs_in_through_authentik_2024_10_and_currentuser_is_the_authentik_user() {
+        let (ak, affine) = pair("2024.10.5", "0.27.0", |_| {}, json!({}), |_| {});
+        let (status, body, cookies) = full_login(&affine);
+        assert_eq!(status, 200, "{body}");
+        let sid = session_of(&cookies);
+        let me = current_user(&affine, Some(&sid));
+        assert_eq!(me["email"], "alice@example.com", "{me}");
+        let sub = ak.subject("affine", "alice").unwrap();
+        let accounts = affine.connected_accounts();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(
+            accounts[0].provider_account_id, sub,
+            "claim_id defaults to sub"
+        );
+        let out = client()
+            .get(format!("{}/api/auth/sign-out", affine.url()))
+            .header("Cookie", format!("affine_session={sid}"))
+            .send()
+            .unwrap();
+        assert_eq!(out.status().as_u16(), 200);
+        assert_eq!(current_user(&affine, Some(&sid)), Value::Null);
+    }
+
+    #[test]
+    fn affine_0_25_7_refuses_authentik_2026_2s_managed_email_mapping() {
+        let (_ak, affine) = pair("2026.2.2", "0.25.7", |_| {}, json!({}), |_| {});
+        assert_error(
+            &full_login(&affine),
+            400,
+            "INVALID_OAUTH_RESPONSE",
+            "Invalid OAuth response: Email for this account is not verified.",
+        );
+    }
+
+    #[test]
+    fn affine_0_25_6_accepts_an_unverified_email_but_needs_authentiks_offline_access() {
+        let (_ak, affine) = pair("2026.2.2", "0.25.6", |_| {}, json!({}), |_| {});
+        let got = full_login(&affine);
+        assert_error(&got, 400, "VALIDATION_ERROR", "\"refresh_token\"");
+        let (_ak, affine) = pair(
+            "2026.2.2",
+            "0.25.6",
+            |p| {
+                p.scope_mappings
+                    .push("goauthentik.io/providers/oauth2/scope-offline_access".into())
+            },
+            json!({"scope": "openid profile email offline_access"}),
+            |_| {},
+        );
+        let (status, body, _) = full_login(&affine);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    #[test]
+    fn affine_0_27_refuses_authentiks_encrypted_and_hs256_id_tokens() {
+        let (ak, affine) = pair("2024.10.5", "0.27.0", |_| {}, json!({}), |_| {});
+        let key = ak.key_pair("authentik Self-signed Certificate").unwrap();
+        assert!(ak.set_provider_fields("affine", json!({"encryption_key": key})));
+        assert_error(
+            &full_login(&affine),
+            400,
+            "INVALID_AUTH_STATE",
+            INVALID_AUTH_STATE,
+        );
+        let (_ak, affine) = pair(
+            "2024.10.5",
+            "0.27.0",
+            |p| p.signing_key = None,
+            json!({}),
+            |_| {},
+        );
+        assert_error(
+            &full_login(&affine),
+            400,
+            "INVALID_AUTH_STATE",
+            INVALID_AUTH_STATE,
+        );
+    }
+
+    #[test]
+    fn affine_a_client_secret_authentik_does_not_know_fails_with_invalid_client() {
+        let (ak, affine) = pair("2026.2.2", "0.26.1", |_| {}, json!({}), |_| {});
+        let mut value = affine.stored_oidc().unwrap();
+        value["clientSecret"] = json!("not-the-secret");
+        write_oidc(&affine, value);
+        assert!(eventually(Duration::from_secs(5), || affine.oidc_registered()));
+        let got = full_login(&affine);
+        assert_error(&got, 400, "INVALID_OAUTH_CALLBACK_CODE", "invalid_client");
+        drop(ak);
+    }
+
+    #[test]
+    fn affine_sign_up_for_oauth_off_refuses_authentiks_user() {
+        let (_ak, affine) = pair(
+            "2024.10.5",
+            "0.26.1",
+            |_| {},
+            json!({}),
+            |o| o.allow_signup_for_oauth = false,
+        );
+        assert_error(
+            &full_login(&affine),
+            403,
+            "SIGN_UP_FORBIDDEN",
+            "You are not allowed to sign up.",
+        );
+    }
+
+    /// Puts a custom `email` scope mapping returning `email_verified: True` on provider
+    /// `affine` in place of the managed one (authentik's documented remedy, made through its
+    /// API as an admin would).
+    fn use_verified_email_mapping(ak: &AuthentikStandin) {
+        let api =
+            |path: &str| format!("{}/api/v3/propertymappings/provider/scope/{path}", ak.url());
+        let created: Value = client()
+            .post(api(""))
+            .bearer_auth(ak.token())
+            .json(&json!({
+                "name": "AFFiNE email (verified)",
+                "scope_name": "email",
+                "expression": "return {\"email\": request.user.email, \"email_verified\": True}",
+            }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let managed: Value = client()
+            .get(api("?managed=goauthentik.io/providers/oauth2/scope-email"))
+            .bearer_auth(ak.token())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let managed_pk = managed["results"][0]["pk"].clone();
+        let mut mappings: Vec<Value> = ak.provider("affine").unwrap()["property_mappings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pk| **pk != managed_pk)
+            .cloned()
+            .collect();
+        assert!(!created["pk"].is_null(), "{created}");
+        mappings.push(created["pk"].clone());
+        assert!(ak.set_provider_fields("affine", json!({"property_mappings": mappings})));
+    }
+
+    #[test]
+    fn affine_0_25_7_to_0_27_log_in_through_authentik_2026_2_with_a_verified_email_mapping() {
+        for version in ["0.25.7", "0.26.1", "0.27.0"] {
+            let (ak, affine) = pair("2026.2.2", version, |_| {}, json!({}), |_| {});
+            use_verified_email_mapping(&ak);
+            let (status, body, cookies) = full_login(&affine);
+            assert_eq!(status, 200, "{version}: {body}");
+            let me = current_user(&affine, Some(&session_of(&cookies)));
+            assert_eq!(me["email"], "alice@example.com", "{version}: {me}");
+            assert!(affine
+                .users()
+                .iter()
+                .any(|u| u.created_by_oidc && u.email == "alice@example.com"));
+        }
     }
 }

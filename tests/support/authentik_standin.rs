@@ -32,8 +32,8 @@ use serde_yaml::Value as Yaml;
 use sha2::{Digest, Sha512};
 
 use super::http_standin::{
-    base64url, lock, now_rfc3339, parse_version, random_token, uuid4, HttpServer, Request,
-    Response, Service,
+    base64url, form_decode, lock, now_rfc3339, parse_query, parse_version, random_token,
+    random_u64, uuid4, HttpServer, Request, Response, Service,
 };
 pub use super::http_standin::{Fault, Recorded};
 
@@ -72,6 +72,15 @@ pub struct ProviderState {
     /// The name of the certificate key pair that signs id_tokens (its public key is in the
     /// JWKS); `None`: no signing key (HS256 with the client secret, an empty JWKS).
     pub signing_key: Option<String>,
+    /// The name of the certificate key pair that encrypts tokens (`None`, the default: none).
+    /// With one, id_tokens and access tokens are JWEs and the JWKS has a `use: enc` key.
+    pub encryption_key: Option<String>,
+    /// The slug of the authorization flow: `default-provider-authorization-implicit-consent`
+    /// (the default) or `default-provider-authorization-explicit-consent` (a consent stage).
+    pub authorization_flow: String,
+    /// `hashed_user_id` (the default), `user_id`, `user_uuid`, `user_email`,
+    /// `user_username` or `user_upn`.
+    pub sub_mode: String,
 }
 
 impl ProviderState {
@@ -90,6 +99,9 @@ impl ProviderState {
                 .map(|s| format!("{SCOPE_PREFIX}{s}"))
                 .collect(),
             signing_key: Some("authentik Self-signed Certificate".into()),
+            encryption_key: None,
+            authorization_flow: "default-provider-authorization-implicit-consent".into(),
+            sub_mode: "hashed_user_id".into(),
         }
     }
 }
@@ -240,6 +252,84 @@ impl AuthentikStandin {
         let kp = st.store.find(KEYPAIR, "pk", &provider["signing_key"])?;
         let material = key_material(kp);
         Some((self.inner.kid(&material), material.key.clone()))
+    }
+
+    /// Adds a user who can log in through the authentication flow (beside the seeded
+    /// `akadmin`, who has no password here); returns its pk. Found at identification by
+    /// user name or e-mail.
+    pub fn add_user(&self, user: LoginUser) -> i64 {
+        let mut st = lock(&self.inner.state);
+        let pk = next_user_pk(&st.store);
+        let mut u = Map::new();
+        u.insert("pk".into(), json!(pk));
+        u.insert("username".into(), json!(user.username));
+        u.insert("email".into(), json!(user.email));
+        u.insert("name".into(), json!(user.name));
+        u.insert("password".into(), json!(user.password));
+        u.insert("attributes".into(), user.attributes);
+        u.insert("mfa".into(), json!(user.mfa));
+        u.insert("is_active".into(), json!(user.active));
+        u.insert("type".into(), json!("internal"));
+        u.insert("uuid".into(), json!(uuid4()));
+        st.store.insert(USER, u);
+        pk
+    }
+
+    /// A user by user name, as the stand-in stores it (`username`, `email`, `name`,
+    /// `attributes`, `is_active`, `type`; also the service account a `client_credentials`
+    /// grant makes).
+    pub fn user(&self, username: &str) -> Option<Value> {
+        let st = lock(&self.inner.state);
+        let u = st.store.find(USER, "username", &json!(username))?;
+        let mut m = u.fields.clone();
+        m.remove("password");
+        Some(Value::Object(m))
+    }
+
+    /// The `sub` application `slug`'s provider gives the user `username` (per its
+    /// `sub_mode`), as its id_tokens and userinfo say.
+    pub fn subject(&self, slug: &str, username: &str) -> Option<String> {
+        self.inner.run_due_applies();
+        let st = lock(&self.inner.state);
+        let app = st.store.find(APPLICATION, "slug", &json!(slug))?;
+        let provider = st.store.find(OAUTH2_PROVIDER, "pk", app.get("provider")?)?;
+        let user = st.store.find(USER, "username", &json!(username))?;
+        Some(self.inner.subject(provider, user))
+    }
+
+    /// Sets fields of application `slug`'s provider as stored, unchecked (what an admin's
+    /// edit in authentik's interface does), e.g. `{"access_code_validity": "seconds=1"}`,
+    /// `{"signing_key": null}` or `{"encryption_key": <pk of key_pair(..)>}`. Returns
+    /// whether the provider exists.
+    pub fn set_provider_fields(&self, slug: &str, fields: Value) -> bool {
+        self.inner.run_due_applies();
+        let mut st = lock(&self.inner.state);
+        let Some(pk) = st
+            .store
+            .find(APPLICATION, "slug", &json!(slug))
+            .and_then(|a| a.get("provider").cloned())
+        else {
+            return false;
+        };
+        let Some(p) = st
+            .store
+            .objects
+            .iter_mut()
+            .find(|o| o.model == OAUTH2_PROVIDER && field_matches(o, "pk", &pk))
+        else {
+            return false;
+        };
+        for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+            p.fields.insert(k, v);
+        }
+        true
+    }
+
+    /// The pk of the certificate key pair `name` (the shipped one is
+    /// `authentik Self-signed Certificate`).
+    pub fn key_pair(&self, name: &str) -> Option<Value> {
+        let st = lock(&self.inner.state);
+        st.store.find(KEYPAIR, "name", &json!(name)).map(Obj::pk)
     }
 
     /// Blocks until the stand-in is dropped (for the `standins` example).
@@ -465,6 +555,11 @@ struct Inner {
     state: Mutex<State>,
     /// authentik's own environment for `!Env`, consulted before the test process's.
     env: Mutex<HashMap<String, String>>,
+    /// Sessions, codes and tokens of the OAuth2 server side (locked after `state`, never
+    /// before it).
+    login: Mutex<LoginState>,
+    /// What authentik's install id is to `User.uid` (the `hashed_user_id` subject).
+    install_id: String,
 }
 
 impl Inner {
@@ -475,6 +570,8 @@ impl Inner {
             rules,
             url: url.to_string(),
             env: Mutex::new(HashMap::new()),
+            login: Mutex::new(LoginState::default()),
+            install_id: uuid4(),
             state: Mutex::new(State {
                 store: seed(rules),
                 instances: Vec::new(),
@@ -511,8 +608,9 @@ impl Inner {
         fields.insert("name".into(), json!(p.name));
         fields.insert(
             "authorization_flow".into(),
-            flow(store, "default-provider-authorization-implicit-consent"),
+            flow(store, &p.authorization_flow),
         );
+        fields.insert("sub_mode".into(), json!(p.sub_mode));
         if self.rules.invalidation_flow() {
             fields.insert(
                 "invalidation_flow".into(),
@@ -530,6 +628,13 @@ impl Inner {
             .map(Obj::pk)
             .unwrap_or(Value::Null);
         fields.insert("signing_key".into(), signing_key);
+        let encryption_key = p
+            .encryption_key
+            .as_ref()
+            .and_then(|name| store.find(KEYPAIR, "name", &json!(name)))
+            .map(Obj::pk)
+            .unwrap_or(Value::Null);
+        fields.insert("encryption_key".into(), encryption_key);
         let redirect = if self.rules.redirect_uris_list() {
             Value::Array(
                 p.redirect_uris
@@ -718,6 +823,11 @@ impl Service for Inner {
             return not_found_page();
         }
         let path = raw.to_string();
+        // The OAuth2 endpoints and the flows (the executor sits under /api/v3/ but runs on
+        // the session cookie, no token).
+        if let Some(resp) = self.oauth_routes(req, &path) {
+            return resp;
+        }
         if path.starts_with("/api/v3/") {
             if let Err(resp) = self.check_token(req) {
                 return resp;
@@ -3137,4 +3247,1619 @@ impl Inner {
         }
         (!out.is_empty()).then_some(out)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The OAuth2/OpenID Connect server side and the browserless login (issue 8; CONTRACTS.md §2
+// "Browserless login", recordings 41-87 of 2024.10.2 and 41-85 of 2026.2.2).
+//
+// Sessions live in memory keyed by the `authentik_session` cookie. The authentication flow
+// runs authentik's default stages in order: identification, password, MFA validation (which
+// skips itself for a user without MFA, the recorded extra 302) and user login, then
+// `xak-flow-redirect` back to the `next` URL. The authorization flows (implicit and explicit
+// consent) issue the code. Codes are single use and bound to client, redirect URI, PKCE
+// challenge, nonce, scopes, user and session; tokens are kept until the stand-in stops.
+//
+// Where the two recorded versions differ and the release between them that changed it is
+// not recorded (the `/flows/-/default/authentication/` hop, the implicit consent without the
+// flow interface, `jti` and `scope` in tokens, `request_id` in errors, the 2026 challenge
+// fields), 2025.10 is assumed, the same boundary as `Rules::api_2026_shapes`.
+// ---------------------------------------------------------------------------------------------
+
+/// A person who can log in through the stand-in's authentication flow, added with
+/// [`AuthentikStandin::add_user`].
+#[derive(Clone, Debug)]
+pub struct LoginUser {
+    pub username: String,
+    pub email: String,
+    /// The display name (`name`, `given_name` of the profile scope).
+    pub name: String,
+    pub password: String,
+    /// authentik's user attributes, an object (what `request.user.attributes.get(...)` reads
+    /// in a scope mapping, e.g. `{"email_verified": true}`).
+    pub attributes: Value,
+    /// `true`: the user has a TOTP device, so the flow's MFA validation stage asks for it
+    /// (`ak-stage-authenticator-validate`), which a browserless login cannot answer.
+    pub mfa: bool,
+    /// `false`: the account is deactivated; its password is then refused as a wrong one is
+    /// (authentik's password stage authenticates through Django's backends, which refuse an
+    /// inactive user).
+    pub active: bool,
+}
+
+impl LoginUser {
+    /// An active user without MFA, e-mail `<username>@example.com`, name = username, no
+    /// attributes.
+    pub fn new(username: &str, password: &str) -> Self {
+        LoginUser {
+            username: username.to_string(),
+            email: format!("{username}@example.com"),
+            name: username.to_string(),
+            password: password.to_string(),
+            attributes: json!({}),
+            mfa: false,
+            active: true,
+        }
+    }
+}
+
+const SESSION_COOKIE: &str = "authentik_session";
+const ACR: &str = "goauthentik.io/providers/oauth2/default";
+const AUTHENTICATION_FLOW: &str = "default-authentication-flow";
+const EXPLICIT_CONSENT_FLOW: &str = "default-provider-authorization-explicit-consent";
+
+/// Where a login stands in the authentication flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Identification,
+    Password,
+    MfaValidate,
+    UserLogin,
+}
+
+/// A flow plan of one session (authentik keeps it in the session too).
+#[derive(Clone, Debug)]
+struct Plan {
+    stage: Stage,
+    /// The `next` URL of the flow interface's query.
+    next: Option<String>,
+    /// The user the identification stage found (`None`: an unknown name, pretended to exist).
+    pending_user: Option<Value>,
+    /// What the person typed at identification.
+    pending_uid: String,
+    /// The consent token of an explicit consent challenge, once shown.
+    consent_token: Option<String>,
+    consented: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Session {
+    /// The logged-in user's pk.
+    user: Option<Value>,
+    auth_time: u64,
+    amr: Vec<String>,
+    plans: HashMap<String, Plan>,
+}
+
+/// An authorization code (authentik's `AuthorizationCode`).
+#[derive(Clone, Debug)]
+struct Code {
+    provider: Value,
+    redirect_uri: String,
+    challenge: Option<(String, String)>,
+    nonce: Option<String>,
+    scope: Vec<String>,
+    user: Value,
+    auth_time: u64,
+    amr: Vec<String>,
+    sid: String,
+    expires: u64,
+}
+
+/// What an access or refresh token was issued for.
+#[derive(Clone, Debug)]
+struct Grant {
+    provider: Value,
+    user: Value,
+    scope: Vec<String>,
+    nonce: Option<String>,
+    auth_time: u64,
+    amr: Vec<String>,
+    sid: Option<String>,
+    expires: u64,
+}
+
+#[derive(Default)]
+struct LoginState {
+    sessions: HashMap<String, Session>,
+    codes: HashMap<String, Code>,
+    access_tokens: HashMap<String, Grant>,
+    refresh_tokens: HashMap<String, Grant>,
+}
+
+/// The parameters of an authorize request, checked against the provider.
+#[derive(Clone, Debug)]
+struct AuthorizeParams {
+    provider: Value,
+    app_name: String,
+    app_launch: Value,
+    redirect_uri: String,
+    scope: Vec<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    challenge: Option<(String, String)>,
+    /// The provider's authorization flow.
+    flow: String,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// authentik's `timedelta_string_validator` format (`hours=1;minutes=2`) in seconds.
+fn duration_secs(s: &str) -> u64 {
+    s.split(';')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| {
+            let n: f64 = v.trim().parse().unwrap_or(0.0);
+            let unit = match k.trim() {
+                "weeks" => 604_800.0,
+                "days" => 86_400.0,
+                "hours" => 3600.0,
+                "minutes" => 60.0,
+                "seconds" => 1.0,
+                "milliseconds" => 0.001,
+                "microseconds" => 0.000_001,
+                _ => 0.0,
+            };
+            n * unit
+        })
+        .sum::<f64>() as u64
+}
+
+/// Python's `urllib.parse.quote(s, safe)`: letters, digits, `_.-~` and `safe` stay.
+fn url_quote(s: &str, safe: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) || safe.as_bytes().contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Python's `urlencode` (Django's `QueryDict.urlencode`): `quote_plus` on keys and values.
+fn urlencode(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                url_quote(k, " ").replace(' ', "+"),
+                url_quote(v, " ").replace(' ', "+")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn set_cookie(name: &str, value: &str) -> String {
+    format!("{name}={value}; HttpOnly; Path=/; SameSite=Lax")
+}
+
+/// The initials avatar authentik shows beside a pending user (an SVG data URI).
+fn avatar(name: &str) -> String {
+    let initials: String = name
+        .split_whitespace()
+        .filter_map(|w| w.chars().next())
+        .take(2)
+        .collect::<String>()
+        .to_uppercase();
+    let svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64px\" height=\"64px\" viewBox=\"0 0 64 64\" version=\"1.1\"><rect fill=\"#378c37\" cx=\"32\" cy=\"32\" width=\"64\" height=\"64\" r=\"32\"/><text x=\"50%\" y=\"50%\" fill=\"#fff\" alignment-baseline=\"middle\" dominant-baseline=\"middle\" text-anchor=\"middle\" font-size=\"28\" font-weight=\"400\" dy=\".1em\">{initials}</text></svg>"
+    );
+    format!("data:image/svg+xml;base64,{}", base64_std(svg.as_bytes()))
+}
+
+/// authentik's HTML error page of an authorize request it refuses without redirecting
+/// (recorded: 64-66 of 2026.2.2: "Redirect URI Error ...", "Client ID Error ...").
+fn authorize_error_page(title: &str, description: &str) -> Response {
+    Response::html(
+        400,
+        &format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"UTF-8\"><title>authentik</title></head><body><div class=\"pf-c-login__main\"><header><h1>{title}</h1></header><div><p>{description}</p><a href=\"/\">Go home</a></div></div><footer>Powered by authentik</footer></body></html>"
+        ),
+    )
+}
+
+fn client_id_error() -> Response {
+    authorize_error_page(
+        "Client ID Error",
+        "The client identifier (client_id) is missing or invalid.",
+    )
+}
+
+fn redirect_uri_error() -> Response {
+    authorize_error_page(
+        "Redirect URI Error",
+        "The request fails due to a missing, invalid, or mismatching redirection URI (redirect_uri).",
+    )
+}
+
+/// `url` with `pairs` added to its query.
+fn with_query(url: &str, pairs: &[(String, String)]) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{}", urlencode(pairs))
+}
+
+/// The error descriptions of authentik's token endpoint (its `TokenError`, RFC 6749 §5.2's
+/// wording; recorded: 52-63 of 2026.2.2).
+fn token_error_description(error: &str) -> &'static str {
+    match error {
+        "invalid_client" => "Client authentication failed (e.g., unknown client, no client authentication included, or unsupported authentication method)",
+        "invalid_grant" => "The provided authorization grant or refresh token is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client",
+        "unauthorized_client" => "The authenticated client is not authorized to use this authorization grant type",
+        "unsupported_grant_type" => "The authorization grant type is not supported by the authorization server",
+        "invalid_scope" => "The requested scope is invalid, unknown, or malformed",
+        _ => "The request is otherwise malformed",
+    }
+}
+
+/// A value of a scope mapping expression, as the stand-in's small interpreter reads it.
+fn eval_mapping_value(expr: &str, user: &Obj) -> Result<Value, String> {
+    let e = expr.trim();
+    let attr = |k: &str| user.get(k).cloned().unwrap_or(Value::Null);
+    match e {
+        "True" => return Ok(json!(true)),
+        "False" => return Ok(json!(false)),
+        "None" => return Ok(Value::Null),
+        "request.user.email" => return Ok(attr("email")),
+        "request.user.username" => return Ok(attr("username")),
+        "request.user.name" => return Ok(attr("name")),
+        _ => {}
+    }
+    if let Some(s) = string_literal(e) {
+        return Ok(json!(s));
+    }
+    if let Some(inner) = e.strip_prefix("bool(").and_then(|r| r.strip_suffix(')')) {
+        return eval_mapping_value(inner, user).map(|v| json!(truthy(&v)));
+    }
+    if let Some(args) = e
+        .strip_prefix("request.user.attributes.get(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        let parts = split_top_level(args, ',');
+        let key = parts
+            .first()
+            .and_then(|k| string_literal(k.trim()))
+            .ok_or_else(|| format!("attributes.get needs a string key: {e:?}"))?;
+        let default = match parts.get(1) {
+            Some(d) => eval_mapping_value(d, user)?,
+            None => Value::Null,
+        };
+        return Ok(user
+            .get("attributes")
+            .and_then(|a| a.get(&key))
+            .cloned()
+            .unwrap_or(default));
+    }
+    Err(format!(
+        "the stand-in authentik does not interpret the scope mapping value {e:?} (it reads True, False, None, string literals, request.user.email/username/name, request.user.attributes.get(KEY[, DEFAULT]) and bool(...) of those)"
+    ))
+}
+
+/// A Python string literal's text (`"..."` or `'...'`, no escapes), or `None`.
+fn string_literal(s: &str) -> Option<String> {
+    let s = s.trim();
+    let q = s.chars().next()?;
+    if (q == '"' || q == '\'') && s.len() >= 2 && s.ends_with(q) {
+        let inner = &s[1..s.len() - 1];
+        (!inner.contains(q) && !inner.contains('\\')).then(|| inner.to_string())
+    } else {
+        None
+    }
+}
+
+/// `s` split at `sep` outside brackets and string literals.
+fn split_top_level(s: &str, sep: char) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut cur = String::new();
+    for c in s.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' => depth -= 1,
+                c if c == sep && depth == 0 => {
+                    parts.push(std::mem::take(&mut cur));
+                    continue;
+                }
+                _ => {}
+            },
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    parts
+}
+
+/// A scope mapping's expression evaluated for `user`: exactly the forms this project's
+/// blueprint and authentik's managed email mapping write, `return {"key": VALUE, ...}` with
+/// the values [`eval_mapping_value`] reads. Anything else is an error of the stand-in (its
+/// token and userinfo endpoints then answer 500 saying so), never a guess.
+fn eval_mapping(expr: &str, user: &Obj) -> Result<Map<String, Value>, String> {
+    let body = expr
+        .trim()
+        .strip_prefix("return")
+        .map(str::trim)
+        .and_then(|b| b.strip_prefix('{'))
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or_else(|| {
+            format!("the stand-in authentik interprets only `return {{...}}` scope mappings, not {expr:?}")
+        })?;
+    let mut claims = Map::new();
+    for entry in split_top_level(body, ',') {
+        if entry.trim().is_empty() {
+            continue;
+        }
+        let kv = split_top_level(&entry, ':');
+        let [key, value] = kv.as_slice() else {
+            return Err(format!("not a `\"key\": value` entry: {:?}", entry.trim()));
+        };
+        let key = string_literal(key)
+            .ok_or_else(|| format!("a claim name must be a string literal: {:?}", key.trim()))?;
+        claims.insert(key, eval_mapping_value(value, user)?);
+    }
+    Ok(claims)
+}
+
+/// A real JWE in compact form (RFC 7516) of `plaintext` for `key`: RSA-OAEP-256 wraps a
+/// random content key, A256CBC-HS512 (RFC 7518 §5.2.5) encrypts, all from RustCrypto crates.
+fn jwe(plaintext: &[u8], key: &rsa::RsaPublicKey, kid: &str) -> String {
+    use aes::cipher::{block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
+    use hmac::Mac;
+    use rand::RngCore;
+    let header = json!({"alg": "RSA-OAEP-256", "enc": "A256CBC-HS512", "kid": kid, "typ": "JWE"});
+    let header_b64 = base64url(header.to_string().as_bytes());
+    let mut rng = rand::thread_rng();
+    let mut cek = [0u8; 64];
+    rng.fill_bytes(&mut cek);
+    let mut iv = [0u8; 16];
+    rng.fill_bytes(&mut iv);
+    let (mac_key, enc_key) = cek.split_at(32);
+    let encrypted_key = key
+        .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), &cek)
+        .expect("RSA-OAEP-256 key wrap");
+    let ciphertext = cbc::Encryptor::<aes::Aes256>::new(enc_key.into(), (&iv).into())
+        .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+    let aad = header_b64.as_bytes();
+    let mut mac = hmac::Hmac::<Sha512>::new_from_slice(mac_key).expect("HMAC key");
+    mac.update(aad);
+    mac.update(&iv);
+    mac.update(&ciphertext);
+    mac.update(&((aad.len() as u64) * 8).to_be_bytes());
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "{header_b64}.{}.{}.{}.{}",
+        base64url(&encrypted_key),
+        base64url(&iv),
+        base64url(&ciphertext),
+        base64url(&tag[..32])
+    )
+}
+
+impl Rules {
+    /// 2024.10 sends an unauthenticated authorize request to `/flows/-/default/authentication/`
+    /// (which redirects to the flow interface with only `next`); 2026.2 straight to the flow
+    /// interface with the authorize parameters and `next`.
+    fn authorize_to_flow_interface(self) -> bool {
+        self.api_2026_shapes()
+    }
+    /// 2026.2 answers an authenticated authorize request of an implicit-consent provider
+    /// with the callback at once; 2024.10 sends the browser to the flow interface first.
+    fn implicit_consent_inline(self) -> bool {
+        self.api_2026_shapes()
+    }
+    /// `jti` in both tokens, `scope` in the access token and the token answer (2026.2).
+    fn token_jti_and_scope(self) -> bool {
+        self.api_2026_shapes()
+    }
+    /// `request_id` in the token endpoint's error bodies (2026.2).
+    fn token_error_request_id(self) -> bool {
+        self.api_2026_shapes()
+    }
+}
+
+impl Inner {
+    /// The routes of the OAuth2 provider and the flows, or `None` for other paths.
+    fn oauth_routes(&self, req: &Request, path: &str) -> Option<Response> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        Some(match (req.method.as_str(), segs.as_slice()) {
+            ("GET", ["application", "o", "authorize"]) => self.authorize(req),
+            ("POST", ["application", "o", "token"]) => self.token(req),
+            ("GET" | "POST", ["application", "o", "userinfo"]) => self.userinfo(req),
+            ("GET" | "POST", ["api", "v3", "flows", "executor", slug]) => self.executor(req, slug),
+            ("GET", ["flows", "-", "default", "authentication"]) => {
+                // 2024.10's hop to the brand's authentication flow (recorded:
+                // 42-login-follow-redirect.json), `next` kept.
+                let next = req.query_value("next").unwrap_or_default();
+                Response::html(302, "").with_header(
+                    "Location",
+                    &format!(
+                        "/if/flow/{AUTHENTICATION_FLOW}/?{}",
+                        urlencode(&[("next".into(), next)])
+                    ),
+                )
+            }
+            ("GET", ["if", "flow", slug]) => Response::html(
+                200,
+                &format!("<!DOCTYPE html><html><head><title>authentik</title></head><body><ak-flow-executor flowSlug=\"{slug}\"></ak-flow-executor></body></html>"),
+            ),
+            _ => return None,
+        })
+    }
+
+    fn with_session_cookie(&self, resp: Response, session: &str) -> Response {
+        resp.with_header("Set-Cookie", &set_cookie(SESSION_COOKIE, session))
+    }
+
+    /// The session the request's cookie names, made when it has none (or an unknown one).
+    fn session_id(&self, req: &Request) -> String {
+        let mut login = lock(&self.login);
+        if let Some(id) = req.cookie(SESSION_COOKIE) {
+            if login.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+        let id = random_token(32);
+        login.sessions.insert(id.clone(), Session::default());
+        id
+    }
+
+    fn session_user(&self, session: &str) -> Option<Value> {
+        lock(&self.login)
+            .sessions
+            .get(session)
+            .and_then(|s| s.user.clone())
+    }
+
+    /// Checks an authorize request as authentik's `OAuthAuthorizationParams` does: the
+    /// client first, then the redirect URI (both refused with an HTML page), then what is
+    /// refused by redirecting to the callback with an OAuth error.
+    fn check_authorize(
+        &self,
+        store: &mut Store,
+        q: &[(String, String)],
+    ) -> Result<AuthorizeParams, Response> {
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let client_id = get("client_id").unwrap_or_default();
+        let Some(idx) = store.objects.iter().position(|o| {
+            o.model == OAUTH2_PROVIDER && o.get("client_id") == Some(&json!(client_id))
+        }) else {
+            return Err(client_id_error());
+        };
+        let redirect_uri = get("redirect_uri").unwrap_or_default();
+        let provider = store.objects[idx].clone();
+        if !self.redirect_allowed(&provider, &redirect_uri) {
+            let empty = match provider.get("redirect_uris") {
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::String(s)) => s.trim().is_empty(),
+                _ => true,
+            };
+            if !empty || redirect_uri.is_empty() {
+                return Err(redirect_uri_error());
+            }
+            // authentik saves the first redirect URI used as the provider's only allowed
+            // one when it has none (its documented behaviour for an empty list).
+            let saved = if self.rules.redirect_uris_list() {
+                json!([{"matching_mode": "strict", "url": redirect_uri}])
+            } else {
+                json!(regex::escape(&redirect_uri))
+            };
+            store.objects[idx]
+                .fields
+                .insert("redirect_uris".into(), saved);
+        }
+        let provider = store.objects[idx].clone();
+        let state = get("state");
+        let oauth_error = |error: &str, description: &str| {
+            let mut pairs = vec![
+                ("error".to_string(), error.to_string()),
+                ("error_description".to_string(), description.to_string()),
+            ];
+            if let Some(s) = &state {
+                pairs.push(("state".into(), s.clone()));
+            }
+            Response::html(302, "").with_header("Location", &with_query(&redirect_uri, &pairs))
+        };
+        if get("response_type").as_deref() != Some("code") {
+            return Err(oauth_error(
+                "unsupported_response_type",
+                "The authorization server does not support obtaining an authorization code using this method.",
+            ));
+        }
+        // 2026.5+: a provider whose grant_types lack authorization_code. The stand-in
+        // answers with the OAuth error redirect `unauthorized_client` (RFC 6749 §4.1.2.1);
+        // authentik's exact answer to this is not recorded (a choice, not a fact).
+        if self.rules.grant_types() {
+            let grants = provider.get("grant_types").cloned().unwrap_or(json!([]));
+            if !grants
+                .as_array()
+                .is_some_and(|g| g.contains(&json!("authorization_code")))
+            {
+                return Err(oauth_error(
+                    "unauthorized_client",
+                    "The client is not authorized to request an authorization code using this method.",
+                ));
+            }
+        }
+        let challenge = match (get("code_challenge"), get("code_challenge_method")) {
+            (Some(c), m) => {
+                let m = m.unwrap_or_else(|| "plain".into());
+                if m != "S256" && m != "plain" {
+                    return Err(oauth_error(
+                        "invalid_request",
+                        "The request is otherwise malformed",
+                    ));
+                }
+                Some((c, m))
+            }
+            (None, _) => None,
+        };
+        // The requested scopes the provider has mappings for (authentik drops the others).
+        let provider_scopes = self.provider_scope_names(store, &provider);
+        let scope: Vec<String> = get("scope")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|s| provider_scopes.iter().any(|p| p == s))
+            .fold(Vec::new(), |mut acc, s| {
+                if !acc.iter().any(|a| a == s) {
+                    acc.push(s.to_string());
+                }
+                acc
+            });
+        let app = store
+            .of(APPLICATION)
+            .find(|a| a.get("provider") == Some(&provider.pk()));
+        let flow = store
+            .find(
+                FLOW,
+                "pk",
+                provider.get("authorization_flow").unwrap_or(&Value::Null),
+            )
+            .and_then(|f| f.get("slug").and_then(Value::as_str))
+            .unwrap_or("default-provider-authorization-implicit-consent")
+            .to_string();
+        Ok(AuthorizeParams {
+            provider: provider.pk(),
+            app_name: app
+                .and_then(|a| a.get("name").and_then(Value::as_str))
+                .unwrap_or("")
+                .to_string(),
+            app_launch: app
+                .and_then(|a| a.get("meta_launch_url").cloned())
+                .unwrap_or(Value::Null),
+            redirect_uri,
+            scope,
+            state,
+            nonce: get("nonce"),
+            challenge,
+            flow,
+        })
+    }
+
+    /// The provider's redirect URIs against `uri`: strict = equal, regex = a full match;
+    /// before the list form, each line of the string is a regex (CONTRACTS.md §2).
+    fn redirect_allowed(&self, provider: &Obj, uri: &str) -> bool {
+        let full_match = |pattern: &str| {
+            regex::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|r| r.is_match(uri))
+        };
+        match provider.get("redirect_uris") {
+            Some(Value::Array(list)) => list.iter().any(|r| {
+                let url = r["url"].as_str().unwrap_or("");
+                match r["matching_mode"].as_str() {
+                    Some("regex") => full_match(url),
+                    _ => url == uri,
+                }
+            }),
+            Some(Value::String(s)) => s
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .any(full_match),
+            _ => false,
+        }
+    }
+
+    fn provider_scope_names(&self, store: &Store, provider: &Obj) -> Vec<String> {
+        self.provider_mappings(store, provider)
+            .iter()
+            .filter_map(|m| m.get("scope_name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn provider_mappings<'a>(&self, store: &'a Store, provider: &Obj) -> Vec<&'a Obj> {
+        provider
+            .get("property_mappings")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|pk| store.find(SCOPE_MAPPING, "pk", pk))
+            .collect()
+    }
+
+    /// `GET /application/o/authorize/` (recorded: 41, 48/49, 64-66).
+    fn authorize(&self, req: &Request) -> Response {
+        let had_session = req
+            .cookie(SESSION_COOKIE)
+            .is_some_and(|s| lock(&self.login).sessions.contains_key(&s));
+        let session = self.session_id(req);
+        let params = {
+            let mut st = lock(&self.state);
+            self.check_authorize(&mut st.store, &req.query())
+        };
+        let params = match params {
+            Ok(p) => p,
+            // The error pages: 2024.10.2 sends the session cookie with one when the request
+            // had a session, 2026.2.2 never (recorded: 66-/67-authorize-bad-redirect-uri*).
+            Err(resp) if resp.status == 400 => {
+                return if had_session && !self.rules.api_2026_shapes() {
+                    self.with_session_cookie(resp, &session)
+                } else {
+                    resp
+                };
+            }
+            Err(resp) => return self.with_session_cookie(resp, &session),
+        };
+        let Some(_user) = self.session_user(&session) else {
+            // Not logged in: to the authentication flow with the authorize URL as `next`.
+            let original = req.path.clone();
+            let location = if self.rules.authorize_to_flow_interface() {
+                let mut pairs = req.query();
+                pairs.push(("next".into(), original));
+                format!("/if/flow/{AUTHENTICATION_FLOW}/?{}", urlencode(&pairs))
+            } else {
+                format!(
+                    "/flows/-/default/authentication/?next={}",
+                    url_quote(&original, "/")
+                )
+            };
+            return self.with_session_cookie(
+                Response::html(302, "").with_header("Location", &location),
+                &session,
+            );
+        };
+        if params.flow != EXPLICIT_CONSENT_FLOW && self.rules.implicit_consent_inline() {
+            let location = self.issue_code(&session, &params);
+            return self.with_session_cookie(
+                Response::html(302, "").with_header("Location", &location),
+                &session,
+            );
+        }
+        let location = format!("/if/flow/{}/?{}", params.flow, urlencode(&req.query()));
+        self.with_session_cookie(
+            Response::html(302, "").with_header("Location", &location),
+            &session,
+        )
+    }
+
+    /// A new code for the session's user; the callback URL that carries it.
+    fn issue_code(&self, session: &str, p: &AuthorizeParams) -> String {
+        let validity = {
+            let st = lock(&self.state);
+            st.store
+                .find(OAUTH2_PROVIDER, "pk", &p.provider)
+                .and_then(|o| o.get("access_code_validity").and_then(Value::as_str))
+                .map(duration_secs)
+                .unwrap_or(60)
+        };
+        let mut login = lock(&self.login);
+        let s = login.sessions.get(session).cloned().unwrap_or_default();
+        let code = random_token(40);
+        login.codes.insert(
+            code.clone(),
+            Code {
+                provider: p.provider.clone(),
+                redirect_uri: p.redirect_uri.clone(),
+                challenge: p.challenge.clone(),
+                nonce: p.nonce.clone(),
+                scope: p.scope.clone(),
+                user: s.user.clone().unwrap_or(Value::Null),
+                auth_time: s.auth_time,
+                amr: s.amr.clone(),
+                sid: hex(&sha2::Sha256::digest(session.as_bytes())),
+                expires: now_secs() + validity,
+            },
+        );
+        let mut pairs = vec![("code".to_string(), code)];
+        if let Some(state) = &p.state {
+            pairs.push(("state".into(), state.clone()));
+        }
+        with_query(&p.redirect_uri, &pairs)
+    }
+
+    fn flow_info(&self, slug: &str, next: Option<&str>, app_name: &str) -> Value {
+        let title = if slug == AUTHENTICATION_FLOW {
+            "Welcome to authentik!".to_string()
+        } else {
+            format!("Redirecting to {app_name}")
+        };
+        let mut info = Map::new();
+        info.insert("title".into(), json!(title));
+        info.insert(
+            "background".into(),
+            json!("/static/dist/assets/images/flow_background.jpg"),
+        );
+        if self.rules.api_2026_shapes() {
+            info.insert("background_themed_urls".into(), Value::Null);
+            let cancel = match next {
+                Some(n) => format!(
+                    "/flows/-/cancel/?{}",
+                    urlencode(&[("next".into(), n.into())])
+                ),
+                None => "/flows/-/cancel/".into(),
+            };
+            info.insert("cancel_url".into(), json!(cancel));
+        } else {
+            info.insert("cancel_url".into(), json!("/flows/-/cancel/"));
+        }
+        info.insert("layout".into(), json!("stacked"));
+        Value::Object(info)
+    }
+
+    fn user_obj(&self, pk: &Value) -> Option<Obj> {
+        lock(&self.state).store.find(USER, "pk", pk).cloned()
+    }
+
+    /// `GET`/`POST /api/v3/flows/executor/<slug>/?query=...`: the flow's current challenge,
+    /// or the answer to it (recorded: 42-47 and 50 of 2024.10.2).
+    fn executor(&self, req: &Request, slug: &str) -> Response {
+        let session = self.session_id(req);
+        let flow = lock(&self.state)
+            .store
+            .find(FLOW, "slug", &json!(slug))
+            .cloned();
+        let resp = match flow {
+            None => self.not_found("Flow"),
+            Some(f) => {
+                let query = parse_query(&req.query_value("query").unwrap_or_default());
+                let resp = if f.get("designation") == Some(&json!("authorization")) {
+                    self.authorization_flow(req, slug, &session, &query)
+                } else {
+                    self.authentication_flow(req, slug, &session, &query)
+                };
+                let resp =
+                    if resp.status == 302 && resp.headers.iter().all(|(k, _)| k != "Location") {
+                        // A stage done: the browser GETs the executor again (same URL).
+                        resp.with_header("Location", &req.path)
+                    } else {
+                        resp
+                    };
+                resp.with_header("Allow", "GET, POST, HEAD, OPTIONS")
+            }
+        };
+        self.with_session_cookie(resp, &session)
+    }
+
+    fn challenge(
+        &self,
+        component: &str,
+        slug: &str,
+        next: Option<&str>,
+        app: &str,
+    ) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("flow_info".into(), self.flow_info(slug, next, app));
+        m.insert("component".into(), json!(component));
+        m
+    }
+
+    fn stage_done() -> Response {
+        Response::html(302, "")
+    }
+
+    fn authentication_flow(
+        &self,
+        req: &Request,
+        slug: &str,
+        session: &str,
+        query: &[(String, String)],
+    ) -> Response {
+        let next = query
+            .iter()
+            .find(|(k, _)| k == "next")
+            .map(|(_, v)| v.clone());
+        // The application the login is for (the identification stage shows its name).
+        let app = next
+            .as_deref()
+            .filter(|n| n.starts_with("/application/o/authorize/"))
+            .and_then(|n| {
+                let q = parse_query(n.split_once('?').map(|(_, q)| q).unwrap_or(""));
+                let mut st = lock(&self.state);
+                self.check_authorize(&mut st.store, &q).ok()
+            });
+        let app_name = app.as_ref().map(|a| a.app_name.clone()).unwrap_or_default();
+        let plan = {
+            let mut login = lock(&self.login);
+            let s = login.sessions.entry(session.to_string()).or_default();
+            s.plans
+                .entry(slug.to_string())
+                .or_insert_with(|| Plan {
+                    stage: Stage::Identification,
+                    next: next.clone(),
+                    pending_user: None,
+                    pending_uid: String::new(),
+                    consent_token: None,
+                    consented: false,
+                })
+                .clone()
+        };
+        let save = |plan: Plan| {
+            let mut login = lock(&self.login);
+            if let Some(s) = login.sessions.get_mut(session) {
+                s.plans.insert(slug.to_string(), plan);
+            }
+        };
+        let pending = plan.pending_user.as_ref().and_then(|pk| self.user_obj(pk));
+        let pending_name = pending
+            .as_ref()
+            .and_then(|u| {
+                u.get("username")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| plan.pending_uid.clone());
+        let pending_display = pending
+            .as_ref()
+            .and_then(|u| u.get("name").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| pending_name.clone());
+        let answer = if req.method == "POST" {
+            req.json()
+        } else {
+            None
+        };
+        let next_ref = plan.next.as_deref();
+        match plan.stage {
+            Stage::Identification => {
+                if let Some(body) = answer {
+                    let uid = body["uid_field"].as_str().unwrap_or("").trim().to_string();
+                    if !uid.is_empty() {
+                        // user_fields [email, username]; an unknown name goes on as if it
+                        // existed (pretend_user_exists, authentik's default) and fails at
+                        // the password.
+                        let user = {
+                            let st = lock(&self.state);
+                            let found = st
+                                .store
+                                .of(USER)
+                                .find(|u| {
+                                    u.get("username") == Some(&json!(uid))
+                                        || u.get("email").and_then(Value::as_str).is_some_and(|e| {
+                                            !e.is_empty() && e.eq_ignore_ascii_case(&uid)
+                                        })
+                                })
+                                .map(Obj::pk);
+                            found
+                        };
+                        save(Plan {
+                            stage: Stage::Password,
+                            pending_user: user,
+                            pending_uid: uid,
+                            ..plan
+                        });
+                        return Self::stage_done();
+                    }
+                }
+                let mut c = self.challenge("ak-stage-identification", slug, next_ref, &app_name);
+                if req.method == "POST" {
+                    c.insert(
+                        "response_errors".into(),
+                        json!({"uid_field": [{"string": "This field is required.", "code": "required"}]}),
+                    );
+                }
+                let new = self.rules.api_2026_shapes();
+                c.insert("user_fields".into(), json!(["email", "username"]));
+                if new {
+                    c.insert("pending_user_identifier".into(), Value::Null);
+                }
+                c.insert("password_fields".into(), json!(false));
+                c.insert("allow_show_password".into(), json!(false));
+                if let Some(a) = &app {
+                    c.insert("application_pre".into(), json!(a.app_name));
+                    if new {
+                        c.insert("application_pre_launch".into(), a.app_launch.clone());
+                    }
+                }
+                c.insert("flow_designation".into(), json!("authentication"));
+                c.insert("captcha_stage".into(), Value::Null);
+                c.insert("primary_action".into(), json!("Log in"));
+                c.insert("sources".into(), json!([]));
+                c.insert("show_source_labels".into(), json!(false));
+                if new {
+                    c.insert("enable_remember_me".into(), json!(false));
+                    c.insert("passkey_challenge".into(), Value::Null);
+                }
+                Response::json(200, &Value::Object(c))
+            }
+            Stage::Password => {
+                let mut errors = None;
+                if let Some(body) = answer {
+                    let given = body["password"].as_str().unwrap_or("");
+                    let ok = pending.as_ref().is_some_and(|u| {
+                        u.get("is_active") != Some(&json!(false))
+                            && u.get("password").and_then(Value::as_str) == Some(given)
+                            && !given.is_empty()
+                    });
+                    if ok {
+                        save(Plan {
+                            stage: Stage::MfaValidate,
+                            ..plan
+                        });
+                        return Self::stage_done();
+                    }
+                    // authentik's password stage: `Invalid password` for a wrong password,
+                    // an unknown (pretended) user and an inactive one alike.
+                    errors = Some(
+                        json!({"password": [{"string": "Invalid password", "code": "invalid"}]}),
+                    );
+                }
+                let mut c = self.challenge("ak-stage-password", slug, next_ref, &app_name);
+                if let Some(e) = errors {
+                    c.insert("response_errors".into(), e);
+                }
+                c.insert("pending_user".into(), json!(pending_name));
+                c.insert(
+                    "pending_user_avatar".into(),
+                    json!(avatar(&pending_display)),
+                );
+                c.insert("allow_show_password".into(), json!(false));
+                Response::json(200, &Value::Object(c))
+            }
+            Stage::MfaValidate => {
+                let has_mfa = pending
+                    .as_ref()
+                    .is_some_and(|u| u.get("mfa") == Some(&json!(true)));
+                if !has_mfa {
+                    // Not configured for this user: the stage skips itself (the recorded
+                    // extra 302 after the password).
+                    save(Plan {
+                        stage: Stage::UserLogin,
+                        ..plan
+                    });
+                    return Self::stage_done();
+                }
+                // The stand-in holds no TOTP secret: every code is refused, so a login
+                // of an MFA user stops at this stage (what verify --login must name).
+                let mut c =
+                    self.challenge("ak-stage-authenticator-validate", slug, next_ref, &app_name);
+                if answer.is_some() {
+                    c.insert(
+                        "response_errors".into(),
+                        json!({"code": [{"string": "Invalid Token", "code": "invalid"}]}),
+                    );
+                }
+                c.insert("pending_user".into(), json!(pending_name));
+                c.insert(
+                    "pending_user_avatar".into(),
+                    json!(avatar(&pending_display)),
+                );
+                c.insert(
+                    "device_challenges".into(),
+                    json!([{"device_class": "totp", "device_uid": "1", "challenge": {}, "last_used": null}]),
+                );
+                c.insert("configuration_stages".into(), json!([]));
+                Response::json(200, &Value::Object(c))
+            }
+            Stage::UserLogin => {
+                // The user login stage: the session is now the user's; the plan is done.
+                {
+                    let mut login = lock(&self.login);
+                    if let Some(s) = login.sessions.get_mut(session) {
+                        s.user = plan.pending_user.clone();
+                        s.auth_time = now_secs();
+                        s.amr = vec!["pwd".into()];
+                        s.plans.remove(slug);
+                    }
+                }
+                let to = plan.next.clone().unwrap_or_else(|| "/".into());
+                let mut resp =
+                    Response::json(200, &json!({"component": "xak-flow-redirect", "to": to}));
+                if self.rules.api_2026_shapes() {
+                    resp = resp.with_header(
+                        "Set-Cookie",
+                        &format!(
+                            "authentik_device={}; Max-Age=2592000; Path=/; SameSite=Lax",
+                            random_token(32)
+                        ),
+                    );
+                }
+                resp.with_header(
+                    "Set-Cookie",
+                    &format!(
+                        "authentik_csrf={}; Max-Age=31449600; Path=/; SameSite=Lax",
+                        random_token(32)
+                    ),
+                )
+            }
+        }
+    }
+
+    /// The provider's authorization flow (implicit or explicit consent) at the executor:
+    /// the callback with a fresh code, after consent when the flow asks for it.
+    fn authorization_flow(
+        &self,
+        req: &Request,
+        slug: &str,
+        session: &str,
+        query: &[(String, String)],
+    ) -> Response {
+        let params = {
+            let mut st = lock(&self.state);
+            self.check_authorize(&mut st.store, query)
+        };
+        let user = self.session_user(session);
+        let (Ok(params), Some(user)) = (params, user) else {
+            // authentik's answer for a flow whose policies (authenticated user, valid
+            // request) do not pass.
+            let mut c = self.challenge("ak-stage-access-denied", slug, None, "");
+            c.insert(
+                "error_message".into(),
+                json!("Flow does not apply to current user."),
+            );
+            return Response::json(200, &Value::Object(c));
+        };
+        let redirect = |location: String| {
+            Response::json(
+                200,
+                &json!({"component": "xak-flow-redirect", "to": location}),
+            )
+        };
+        if slug != EXPLICIT_CONSENT_FLOW {
+            return redirect(self.issue_code(session, &params));
+        }
+        let plan = {
+            let mut login = lock(&self.login);
+            let s = login.sessions.entry(session.to_string()).or_default();
+            s.plans
+                .entry(slug.to_string())
+                .or_insert_with(|| Plan {
+                    stage: Stage::UserLogin,
+                    next: None,
+                    pending_user: Some(user.clone()),
+                    pending_uid: String::new(),
+                    consent_token: None,
+                    consented: false,
+                })
+                .clone()
+        };
+        if plan.consented {
+            lock(&self.login)
+                .sessions
+                .get_mut(session)
+                .map(|s| s.plans.remove(slug));
+            return redirect(self.issue_code(session, &params));
+        }
+        let mut errors = None;
+        if req.method == "POST" {
+            let token = req
+                .json()
+                .and_then(|b| b["token"].as_str().map(str::to_string));
+            if token.is_some() && token == plan.consent_token {
+                if let Some(p) = lock(&self.login)
+                    .sessions
+                    .get_mut(session)
+                    .and_then(|s| s.plans.get_mut(slug))
+                {
+                    p.consented = true;
+                }
+                return Self::stage_done();
+            }
+            errors = Some(
+                json!({"token": [{"string": "Invalid consent token, re-showing prompt", "code": "invalid"}]}),
+            );
+        }
+        let token = random_token(32);
+        if let Some(p) = lock(&self.login)
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.plans.get_mut(slug))
+        {
+            p.consent_token = Some(token.clone());
+        }
+        let u = self.user_obj(&user);
+        let username = u
+            .as_ref()
+            .and_then(|u| u.get("username").and_then(Value::as_str))
+            .unwrap_or("")
+            .to_string();
+        let permissions: Vec<Value> = {
+            let st = lock(&self.state);
+            let provider = st.store.find(OAUTH2_PROVIDER, "pk", &params.provider);
+            provider
+                .map(|p| self.provider_mappings(&st.store, p))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| {
+                    m.get("scope_name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| params.scope.iter().any(|x| x == s))
+                })
+                .filter(|m| {
+                    m.get("description")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| !d.is_empty())
+                })
+                .map(|m| json!({"name": m.get("description"), "id": m.get("scope_name")}))
+                .collect()
+        };
+        let mut c = self.challenge("ak-stage-consent", slug, None, &params.app_name);
+        if let Some(e) = errors {
+            c.insert("response_errors".into(), e);
+        }
+        c.insert("pending_user".into(), json!(username));
+        c.insert("pending_user_avatar".into(), json!(avatar(&username)));
+        c.insert("header_text".into(), json!(""));
+        c.insert("permissions".into(), json!(permissions));
+        c.insert("additional_permissions".into(), json!([]));
+        c.insert("token".into(), json!(token));
+        Response::json(200, &Value::Object(c))
+    }
+
+    fn token_error(&self, error: &str) -> Response {
+        let mut body = json!({"error": error, "error_description": token_error_description(error)});
+        if self.rules.token_error_request_id() {
+            body["request_id"] =
+                json!(hex(&random_u64().to_be_bytes()) + &hex(&random_u64().to_be_bytes()));
+        }
+        Response::json(400, &body)
+    }
+
+    /// `POST /application/o/token/` (recorded: 49-63 of 2026.2.2): client authentication
+    /// by `client_secret_post` or `client_secret_basic`, then the grant.
+    fn token(&self, req: &Request) -> Response {
+        use base64::Engine;
+        let form = parse_query(&req.body_str());
+        let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (mut client_id, mut secret) = (field("client_id"), field("client_secret"));
+        if let Some(basic) = req.header("authorization").and_then(|h| {
+            h.strip_prefix("Basic ")
+                .or_else(|| h.strip_prefix("basic "))
+        }) {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(basic.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some((id, s)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                client_id = Some(form_decode(id));
+                secret = Some(form_decode(s));
+            }
+        }
+        let grant_type = field("grant_type").unwrap_or_default();
+        let provider = {
+            let st = lock(&self.state);
+            let found = st
+                .store
+                .of(OAUTH2_PROVIDER)
+                .find(|p| client_id.is_some() && p.get("client_id") == Some(&json!(client_id)))
+                .cloned();
+            found
+        };
+        let Some(provider) = provider else {
+            return self.token_error("invalid_client");
+        };
+        let secret_ok = provider.get("client_type") == Some(&json!("public"))
+            || provider.get("client_secret").and_then(Value::as_str) == secret.as_deref();
+        if self.rules.grant_types() {
+            let allowed = provider
+                .get("grant_types")
+                .and_then(Value::as_array)
+                .is_some_and(|g| g.contains(&json!(grant_type)));
+            // A choice (not recorded): a grant the 2026.5+ provider does not list is
+            // refused as RFC 6749 §5.2 words it.
+            if !allowed && secret_ok {
+                return self.token_error("unauthorized_client");
+            }
+        }
+        match grant_type.as_str() {
+            "authorization_code" => {
+                if !secret_ok {
+                    return self.token_error("invalid_client");
+                }
+                let redirect_uri = field("redirect_uri").unwrap_or_default();
+                if !self.redirect_allowed(&provider, &redirect_uri) {
+                    // Recorded: a redirect_uri the provider does not allow is
+                    // `invalid_client` (54-token-wrong-redirect-uri.json).
+                    return self.token_error("invalid_client");
+                }
+                let raw = field("code").unwrap_or_default();
+                let code = lock(&self.login).codes.get(&raw).cloned();
+                let Some(code) = code else {
+                    return self.token_error("invalid_grant");
+                };
+                if code.provider != provider.pk()
+                    || code.expires < now_secs()
+                    || code.redirect_uri != redirect_uri
+                {
+                    return self.token_error("invalid_grant");
+                }
+                if let Some((challenge, method)) = &code.challenge {
+                    let Some(verifier) = field("code_verifier") else {
+                        return self.token_error("invalid_grant");
+                    };
+                    let computed = if method == "S256" {
+                        base64url(&sha2::Sha256::digest(verifier.as_bytes()))
+                    } else {
+                        verifier
+                    };
+                    if &computed != challenge {
+                        return self.token_error("invalid_grant");
+                    }
+                }
+                // Redeemed: a code works once (recorded: 56-token-reused-code.json).
+                lock(&self.login).codes.remove(&raw);
+                let grant = Grant {
+                    provider: code.provider,
+                    user: code.user,
+                    scope: code.scope,
+                    nonce: code.nonce,
+                    auth_time: code.auth_time,
+                    amr: code.amr,
+                    sid: Some(code.sid),
+                    expires: 0,
+                };
+                self.issue_tokens(&provider, grant, req)
+            }
+            "refresh_token" => {
+                if !secret_ok {
+                    return self.token_error("invalid_client");
+                }
+                let raw = field("refresh_token").unwrap_or_default();
+                let grant = lock(&self.login).refresh_tokens.remove(&raw);
+                match grant {
+                    Some(g) if g.provider == provider.pk() && g.expires >= now_secs() => {
+                        self.issue_tokens(&provider, g, req)
+                    }
+                    _ => self.token_error("invalid_grant"),
+                }
+            }
+            "client_credentials" => {
+                // Recorded: a wrong secret here is `invalid_grant`, not `invalid_client`
+                // (62-token-client-credentials-wrong-secret.json).
+                if !secret_ok {
+                    return self.token_error("invalid_grant");
+                }
+                let user = self.service_account(&provider);
+                let scopes = {
+                    let st = lock(&self.state);
+                    self.provider_scope_names(&st.store, &provider)
+                };
+                let scope = field("scope")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter(|s| scopes.iter().any(|p| p == s))
+                    .map(str::to_string)
+                    .collect();
+                let grant = Grant {
+                    provider: provider.pk(),
+                    user,
+                    scope,
+                    nonce: None,
+                    auth_time: now_secs(),
+                    amr: Vec::new(),
+                    sid: None,
+                    expires: 0,
+                };
+                self.issue_tokens(&provider, grant, req)
+            }
+            _ => self.token_error("unsupported_grant_type"),
+        }
+    }
+
+    /// The service account authentik makes on a first `client_credentials` grant:
+    /// `ak-<provider name>-client_credentials` (CONTRACTS.md §2).
+    fn service_account(&self, provider: &Obj) -> Value {
+        let name = format!(
+            "ak-{}-client_credentials",
+            provider.get("name").and_then(Value::as_str).unwrap_or("")
+        );
+        let mut st = lock(&self.state);
+        if let Some(u) = st.store.find(USER, "username", &json!(name)) {
+            return u.pk();
+        }
+        let mut u = Map::new();
+        u.insert("pk".into(), json!(next_user_pk(&st.store)));
+        u.insert("username".into(), json!(name));
+        u.insert("name".into(), json!(name));
+        u.insert("email".into(), json!(""));
+        u.insert("type".into(), json!("internal_service_account"));
+        u.insert("uuid".into(), json!(uuid4()));
+        u.insert("is_active".into(), json!(true));
+        u.insert(
+            "attributes".into(),
+            json!({"goauthentik.io/user/generated": true}),
+        );
+        st.store.insert(USER, u)
+    }
+
+    /// The `sub` of `user` for `provider`, per its `sub_mode`.
+    fn subject(&self, provider: &Obj, user: &Obj) -> String {
+        let s = |k: &str| {
+            user.get(k)
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_default()
+        };
+        // authentik's `User.uid`: a SHA-256 over the user's id and the install's id.
+        let uid = hex(&sha2::Sha256::digest(
+            format!("{}-{}", user.pk(), self.install_id).as_bytes(),
+        ));
+        match provider.get("sub_mode").and_then(Value::as_str) {
+            Some("user_id") => s("pk"),
+            Some("user_uuid") => s("uuid"),
+            Some("user_email") => s("email"),
+            Some("user_username") => s("username"),
+            Some("user_upn") => user
+                .get("attributes")
+                .and_then(|a| a.get("upn"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or(uid),
+            _ => uid,
+        }
+    }
+
+    /// The claims of the provider's scope mappings for `scopes`, in authentik's order (its
+    /// mappings sorted by scope name). Managed mappings are known by their `managed` key;
+    /// the email one, and any custom one, by their expression ([`eval_mapping`]).
+    fn scope_claims(
+        &self,
+        store: &Store,
+        provider: &Obj,
+        user: &Obj,
+        scopes: &[String],
+    ) -> Result<Map<String, Value>, String> {
+        let mut mappings: Vec<&Obj> = self
+            .provider_mappings(store, provider)
+            .into_iter()
+            .filter(|m| {
+                m.get("scope_name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| scopes.iter().any(|x| x == s))
+            })
+            .collect();
+        mappings.sort_by_key(|m| {
+            m.get("scope_name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
+        let mut claims = Map::new();
+        for m in mappings {
+            let managed = m
+                .get("managed")
+                .and_then(Value::as_str)
+                .and_then(|k| k.strip_prefix(SCOPE_PREFIX));
+            let name = user.get("name").cloned().unwrap_or(json!(""));
+            let username = user.get("username").cloned().unwrap_or(json!(""));
+            match managed {
+                Some("openid" | "offline_access") => {}
+                Some("profile") => {
+                    claims.insert("name".into(), name.clone());
+                    claims.insert("given_name".into(), name);
+                    claims.insert("preferred_username".into(), username.clone());
+                    claims.insert("nickname".into(), username);
+                    claims.insert("groups".into(), json!([]));
+                }
+                _ => {
+                    let expr = m.get("expression").and_then(Value::as_str).unwrap_or("");
+                    claims.extend(eval_mapping(expr, user)?);
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    /// The issuer the provider's tokens name: as discovery announces it.
+    fn issuer_of(&self, st: &State, provider: &Obj) -> String {
+        if let Some(i) = &st.issuer_override {
+            return i.clone();
+        }
+        let slug = st
+            .store
+            .of(APPLICATION)
+            .find(|a| a.get("provider") == Some(&provider.pk()))
+            .and_then(|a| a.get("slug").and_then(Value::as_str))
+            .unwrap_or("");
+        if provider.get("issuer_mode") == Some(&json!("global")) {
+            format!("{}/application/o/", self.url)
+        } else {
+            format!("{}/application/o/{slug}/", self.url)
+        }
+    }
+
+    /// A JWT of `claims` as the provider encodes it: RS256 with its signing key (the JWKS
+    /// `kid` in the header), HS256 with the client secret without one; then a JWE for its
+    /// encryption key when it has one.
+    fn encode_token(&self, store: &Store, provider: &Obj, claims: &Value) -> String {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let signing = store
+            .find(
+                KEYPAIR,
+                "pk",
+                provider.get("signing_key").unwrap_or(&Value::Null),
+            )
+            .map(key_material);
+        let jws = match &signing {
+            Some(m) => {
+                use rsa::pkcs1::EncodeRsaPrivateKey;
+                let mut header = Header::new(Algorithm::RS256);
+                header.kid = Some(self.kid(m));
+                let der = m.key.to_pkcs1_der().expect("PKCS#1 DER");
+                jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(der.as_bytes()))
+                    .expect("RS256 signature")
+            }
+            None => {
+                let secret = provider
+                    .get("client_secret")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                jsonwebtoken::encode(
+                    &Header::new(Algorithm::HS256),
+                    claims,
+                    &EncodingKey::from_secret(secret.as_bytes()),
+                )
+                .expect("HS256 signature")
+            }
+        };
+        match store.find(
+            KEYPAIR,
+            "pk",
+            provider.get("encryption_key").unwrap_or(&Value::Null),
+        ) {
+            Some(kp) => {
+                let m = key_material(kp);
+                jwe(jws.as_bytes(), &m.key.to_public_key(), &self.kid(&m))
+            }
+            None => jws,
+        }
+    }
+
+    /// The token answer for `grant` (recorded: 49-token-authorization-code.json): a JWT
+    /// access token and id_token, `refresh_token` with offline_access.
+    fn issue_tokens(&self, provider: &Obj, mut grant: Grant, _req: &Request) -> Response {
+        let st = lock(&self.state);
+        let Some(user) = st.store.find(USER, "pk", &grant.user).cloned() else {
+            drop(st);
+            return self.token_error("invalid_grant");
+        };
+        let claims = match self.scope_claims(&st.store, provider, &user, &grant.scope) {
+            Ok(c) => c,
+            Err(e) => return Response::text(500, &e),
+        };
+        let now = now_secs();
+        let validity = provider
+            .get("access_token_validity")
+            .and_then(Value::as_str)
+            .map(duration_secs)
+            .unwrap_or(3600);
+        let client_id = provider.get("client_id").cloned().unwrap_or(json!(""));
+        let mut id = Map::new();
+        id.insert("iss".into(), json!(self.issuer_of(&st, provider)));
+        id.insert("sub".into(), json!(self.subject(provider, &user)));
+        id.insert("aud".into(), client_id.clone());
+        id.insert("exp".into(), json!(now + validity));
+        id.insert("iat".into(), json!(now));
+        id.insert("auth_time".into(), json!(grant.auth_time));
+        id.insert("acr".into(), json!(ACR));
+        if !grant.amr.is_empty() {
+            id.insert("amr".into(), json!(grant.amr));
+        }
+        if let Some(n) = &grant.nonce {
+            id.insert("nonce".into(), json!(n));
+        }
+        if let Some(sid) = &grant.sid {
+            id.insert("sid".into(), json!(sid));
+        }
+        if self.rules.token_jti_and_scope() {
+            id.insert("jti".into(), json!(random_token(32)));
+        }
+        if provider.get("include_claims_in_id_token") != Some(&json!(false)) {
+            id.extend(claims);
+        }
+        let scope = grant.scope.join(" ");
+        let mut access = id.clone();
+        access.insert("azp".into(), client_id);
+        access.insert("uid".into(), json!(random_token(40)));
+        if self.rules.token_jti_and_scope() {
+            access.insert("scope".into(), json!(scope));
+        }
+        let access_token = self.encode_token(&st.store, provider, &Value::Object(access));
+        let id_token = self.encode_token(&st.store, provider, &Value::Object(id));
+        let refresh_validity = provider
+            .get("refresh_token_validity")
+            .and_then(Value::as_str)
+            .map(duration_secs)
+            .unwrap_or(30 * 86_400);
+        drop(st);
+        let mut body = Map::new();
+        body.insert("access_token".into(), json!(access_token));
+        body.insert("token_type".into(), json!("Bearer"));
+        if self.rules.token_jti_and_scope() {
+            body.insert("scope".into(), json!(scope));
+        }
+        body.insert("expires_in".into(), json!(validity));
+        body.insert("id_token".into(), json!(id_token));
+        let mut login = lock(&self.login);
+        if grant.scope.iter().any(|s| s == "offline_access") {
+            let refresh = random_token(128);
+            body.insert("refresh_token".into(), json!(refresh));
+            let mut g = grant.clone();
+            g.expires = now + refresh_validity;
+            login.refresh_tokens.insert(refresh, g);
+        }
+        grant.expires = now + validity;
+        login.access_tokens.insert(access_token, grant);
+        Response::json(200, &Value::Object(body))
+    }
+
+    /// `GET /application/o/userinfo/` with `Authorization: Bearer <access token>` (recorded:
+    /// 50-/51-userinfo*.json): `sub`, the scope claims, the nonce of the login.
+    fn userinfo(&self, req: &Request) -> Response {
+        let token = req
+            .header("authorization")
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(|t| t.trim().to_string())
+            .or_else(|| req.query_value("access_token"));
+        let grant = token
+            .and_then(|t| lock(&self.login).access_tokens.get(&t).cloned())
+            .filter(|g| g.expires >= now_secs());
+        let st = lock(&self.state);
+        let found = grant.and_then(|g| {
+            let provider = st.store.find(OAUTH2_PROVIDER, "pk", &g.provider)?;
+            let user = st.store.find(USER, "pk", &g.user)?;
+            Some((g.clone(), provider, user))
+        });
+        let Some((grant, provider, user)) = found else {
+            return Response::html(401, "").with_header(
+                "WWW-Authenticate",
+                "error=\"invalid_token\", error_description=\"The access token provided is expired, revoked, malformed, or invalid for other reasons\"",
+            );
+        };
+        let mut body = Map::new();
+        body.insert("sub".into(), json!(self.subject(provider, user)));
+        match self.scope_claims(&st.store, provider, user, &grant.scope) {
+            Ok(c) => body.extend(c),
+            Err(e) => return Response::text(500, &e),
+        }
+        if let Some(n) = grant.nonce {
+            body.insert("nonce".into(), json!(n));
+        }
+        Response::json(200, &Value::Object(body))
+    }
+}
+
+/// The next integer pk of a user (akadmin is 1).
+fn next_user_pk(store: &Store) -> i64 {
+    store
+        .of(USER)
+        .filter_map(|u| u.get("pk").and_then(Value::as_i64))
+        .max()
+        .unwrap_or(0)
+        + 1
 }
