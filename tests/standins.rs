@@ -3225,6 +3225,37 @@ mod affine_login {
     }
 
     #[test]
+    fn affine_0_21_discovers_at_login_and_keys_accounts_by_preferred_username() {
+        // 0.21 registers OIDC without discovery; preflight and callback fetch it then.
+        let idp = Idp::start();
+        let affine = affine_for("0.21.0", &idp, |_| {});
+        idp.set(|c| c.refresh_token = true);
+        let (status, body, cookies) = login(&affine, &idp);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            affine.connected_accounts()[0].provider_account_id,
+            "oidc.user"
+        );
+        assert_eq!(
+            current_user(&affine, Some(&session_of(&cookies)))["email"],
+            "oidc.user@example.com"
+        );
+        // Its userinfo schema wants every one of sub, preferred_username, email and name.
+        idp.set(|c| {
+            c.userinfo
+                .as_object_mut()
+                .unwrap()
+                .remove("preferred_username");
+        });
+        assert_error(
+            &login(&affine, &idp),
+            400,
+            "VALIDATION_ERROR",
+            "\"preferred_username\"",
+        );
+    }
+
+    #[test]
     fn affine_0_25_7_refuses_an_unverified_email_which_0_25_6_accepts() {
         for (version, refused) in [("0.25.6", false), ("0.25.7", true), ("0.27.0", true)] {
             let idp = Idp::start();
