@@ -3910,10 +3910,13 @@ impl Inner {
         };
         let params = match params {
             Ok(p) => p,
-            // The error pages: 2024.10.2 sends the session cookie with one when the request
-            // had a session, 2026.2.2 never (recorded: 66-/67-authorize-bad-redirect-uri*).
+            // The error pages: 2024.10.2 sends the session cookie with the redirect URI one
+            // when the request had a session, 2026.2.2 never, and neither with the client
+            // id one (recorded: 66-68 of 2024.10.2, 64-66 of 2026.2.2).
             Err(resp) if resp.status == 400 => {
-                return if had_session && !self.rules.api_2026_shapes() {
+                let redirect_page =
+                    String::from_utf8_lossy(&resp.body).contains("Redirect URI Error");
+                return if had_session && redirect_page && !self.rules.api_2026_shapes() {
                     self.with_session_cookie(resp, &session)
                 } else {
                     resp
