@@ -3353,7 +3353,9 @@ struct Code {
     auth_time: u64,
     amr: Vec<String>,
     sid: String,
-    expires: u64,
+    /// `access_code_validity` after it was issued (an Instant: validities below a second
+    /// are honoured, for tests of an expired code).
+    expires: std::time::Instant,
 }
 
 /// What an access or refresh token was issued for.
@@ -3399,8 +3401,17 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// authentik's `timedelta_string_validator` format (`hours=1;minutes=2`) in seconds.
+/// authentik's `timedelta_string_validator` format (`hours=1;minutes=2`) in whole seconds.
 fn duration_secs(s: &str) -> u64 {
+    duration(s).as_secs()
+}
+
+/// authentik's `timedelta_string_validator` format (`hours=1;minutes=2`).
+fn duration(s: &str) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(duration_f64(s).max(0.0))
+}
+
+fn duration_f64(s: &str) -> f64 {
     s.split(';')
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| {
@@ -3417,7 +3428,7 @@ fn duration_secs(s: &str) -> u64 {
             };
             n * unit
         })
-        .sum::<f64>() as u64
+        .sum::<f64>()
 }
 
 /// Python's `urllib.parse.quote(s, safe)`: letters, digits, `_.-~` and `safe` stay.
@@ -3963,8 +3974,8 @@ impl Inner {
             st.store
                 .find(OAUTH2_PROVIDER, "pk", &p.provider)
                 .and_then(|o| o.get("access_code_validity").and_then(Value::as_str))
-                .map(duration_secs)
-                .unwrap_or(60)
+                .map(duration)
+                .unwrap_or(std::time::Duration::from_secs(60))
         };
         let mut login = lock(&self.login);
         let s = login.sessions.get(session).cloned().unwrap_or_default();
@@ -3981,7 +3992,7 @@ impl Inner {
                 auth_time: s.auth_time,
                 amr: s.amr.clone(),
                 sid: hex(&sha2::Sha256::digest(session.as_bytes())),
-                expires: now_secs() + validity,
+                expires: std::time::Instant::now() + validity,
             },
         );
         let mut pairs = vec![("code".to_string(), code)];
@@ -4490,7 +4501,7 @@ impl Inner {
                     return self.token_error("invalid_grant");
                 };
                 if code.provider != provider.pk()
-                    || code.expires < now_secs()
+                    || code.expires <= std::time::Instant::now()
                     || code.redirect_uri != redirect_uri
                 {
                     return self.token_error("invalid_grant");
