@@ -2554,9 +2554,24 @@ mod authentik_login {
         let hop = b.send("GET", &authorize_url(&ak, &p.client_id, CALLBACK), None);
         assert_eq!(hop.status, 302);
         let location = hop.location.unwrap();
+        // authentik's check_grant: AuthorizeError("invalid_request"), to the callback.
         assert!(
-            location.starts_with(&format!("{CALLBACK}?error=unauthorized_client")),
+            location.starts_with(&format!("{CALLBACK}?error=invalid_request")),
             "{location}"
+        );
+        assert!(location.ends_with("&state=the-state"), "{location}");
+        // The token endpoint refuses a grant the provider does not list.
+        let (status, body) = form_token(
+            &ak,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &p.client_id),
+                ("client_secret", &p.client_secret),
+            ],
+        );
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
         );
     }
 

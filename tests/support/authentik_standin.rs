@@ -3798,9 +3798,10 @@ impl Inner {
                 "The authorization server does not support obtaining an authorization code using this method.",
             ));
         }
-        // 2026.5+: a provider whose grant_types lack authorization_code. The stand-in
-        // answers with the OAuth error redirect `unauthorized_client` (RFC 6749 §4.1.2.1);
-        // authentik's exact answer to this is not recorded (a choice, not a fact).
+        // 2026.5+: a provider whose grant_types lack authorization_code. authentik's
+        // `check_grant` raises `AuthorizeError("invalid_request")` (read in authentik's
+        // source, goauthentik/authentik `providers/oauth2/views/authorize.py`; not recorded):
+        // the OAuth error redirect to the callback.
         if self.rules.grant_types() {
             let grants = provider.get("grant_types").cloned().unwrap_or(json!([]));
             if !grants
@@ -3808,8 +3809,8 @@ impl Inner {
                 .is_some_and(|g| g.contains(&json!("authorization_code")))
             {
                 return Err(oauth_error(
-                    "unauthorized_client",
-                    "The client is not authorized to request an authorization code using this method.",
+                    "invalid_request",
+                    "The request is otherwise malformed",
                 ));
             }
         }
@@ -4422,7 +4423,11 @@ impl Inner {
         }
         c.insert("pending_user".into(), json!(username));
         c.insert("pending_user_avatar".into(), json!(avatar(&username)));
-        c.insert("header_text".into(), json!(""));
+        // authentik's consent header for an OAuth2 login.
+        c.insert(
+            "header_text".into(),
+            json!(format!("You're about to sign into {}.", params.app_name)),
+        );
         c.insert("permissions".into(), json!(permissions));
         c.insert("additional_permissions".into(), json!([]));
         c.insert("token".into(), json!(token));
@@ -4478,10 +4483,10 @@ impl Inner {
                 .get("grant_types")
                 .and_then(Value::as_array)
                 .is_some_and(|g| g.contains(&json!(grant_type)));
-            // A choice (not recorded): a grant the 2026.5+ provider does not list is
-            // refused as RFC 6749 §5.2 words it.
-            if !allowed && secret_ok {
-                return self.token_error("unauthorized_client");
+            // A grant the 2026.5+ provider does not list: `invalid_grant`, before the client
+            // is authenticated (authentik's `TokenParams`, read in its source; not recorded).
+            if !allowed {
+                return self.token_error("invalid_grant");
             }
         }
         match grant_type.as_str() {
