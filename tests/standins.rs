@@ -1821,6 +1821,15 @@ mod authentik_login {
     }
 
     fn authorize_url(ak: &AuthentikStandin, client_id: &str, redirect_uri: &str) -> String {
+        authorize_url_scoped(ak, client_id, redirect_uri, "openid profile email")
+    }
+
+    fn authorize_url_scoped(
+        ak: &AuthentikStandin,
+        client_id: &str,
+        redirect_uri: &str,
+        scope: &str,
+    ) -> String {
         let challenge = b64url(&Sha256::digest(VERIFIER.as_bytes()));
         let mut url =
             reqwest::Url::parse(&format!("{}/application/o/authorize/", ak.url())).unwrap();
@@ -1828,7 +1837,7 @@ mod authentik_login {
             .append_pair("client_id", client_id)
             .append_pair("redirect_uri", redirect_uri)
             .append_pair("response_type", "code")
-            .append_pair("scope", "openid profile email")
+            .append_pair("scope", scope)
             .append_pair("state", "the-state")
             .append_pair("nonce", "the-nonce")
             .append_pair("code_challenge", &challenge)
@@ -2545,10 +2554,191 @@ mod authentik_login {
         let hop = b.send("GET", &authorize_url(&ak, &p.client_id, CALLBACK), None);
         assert_eq!(hop.status, 302);
         let location = hop.location.unwrap();
+        // authentik's check_grant: AuthorizeError("invalid_request"), to the callback.
         assert!(
-            location.starts_with(&format!("{CALLBACK}?error=unauthorized_client")),
+            location.starts_with(&format!("{CALLBACK}?error=invalid_request")),
             "{location}"
         );
+        assert!(location.ends_with("&state=the-state"), "{location}");
+        // The token endpoint refuses a grant the provider does not list.
+        let (status, body) = form_token(
+            &ak,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &p.client_id),
+                ("client_secret", &p.client_secret),
+            ],
+        );
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+
+    fn form_token(ak: &AuthentikStandin, pairs: &[(&str, &str)]) -> (u16, Value) {
+        let resp = http()
+            .post(format!("{}/application/o/token/", ak.url()))
+            .form(pairs)
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.json().unwrap())
+    }
+
+    #[test]
+    fn codes_expire_and_belong_to_their_client() {
+        let (ak, p) = idp("2026.2.2", |_| {});
+        let mut other = ProviderState::new("Other");
+        other.redirect_uris = vec![("strict".into(), CALLBACK.into())];
+        ak.add_provider("other", other.clone());
+        let code = login_code(&ak, &p);
+        // Another client's secret and id with this client's code.
+        let (status, body) = form_token(
+            &ak,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CALLBACK),
+                ("client_id", &other.client_id),
+                ("client_secret", &other.client_secret),
+                ("code_verifier", VERIFIER),
+            ],
+        );
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        assert_eq!(
+            exchange(&ak, &p, &code, VERIFIER).0,
+            200,
+            "still the right client's"
+        );
+        // access_code_validity: a code past it is invalid_grant.
+        assert!(
+            ak.set_provider_fields("affine", json!({"access_code_validity": "milliseconds=50"}))
+        );
+        let code = login_code(&ak, &p);
+        std::thread::sleep(Duration::from_millis(80));
+        let (status, body) = exchange(&ak, &p, &code, VERIFIER);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+
+    #[test]
+    fn offline_access_brings_a_refresh_token_that_works_once() {
+        let (ak, p) = idp("2026.2.2", |p| {
+            p.scope_mappings
+                .push("goauthentik.io/providers/oauth2/scope-offline_access".into())
+        });
+        let mut b = Browser::new(&ak);
+        let url = authorize_url_scoped(&ak, &p.client_id, CALLBACK, "openid email offline_access");
+        let code = code_of(&walk(&mut b, &url, "tester", PASSWORD).unwrap());
+        let (status, tokens) = exchange(&ak, &p, &code, VERIFIER);
+        assert_eq!(status, 200, "{tokens}");
+        let refresh = tokens["refresh_token"]
+            .as_str()
+            .expect("a refresh token")
+            .to_string();
+        let claims = verified_claims(&ak, &p, tokens["id_token"].as_str().unwrap());
+        assert!(
+            claims.get("preferred_username").is_none(),
+            "no profile scope asked"
+        );
+        let refresh_with = |token: &str| {
+            form_token(
+                &ak,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token),
+                    ("client_id", &p.client_id),
+                    ("client_secret", &p.client_secret),
+                ],
+            )
+        };
+        let (status, again) = refresh_with(&refresh);
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(
+            verified_claims(&ak, &p, again["id_token"].as_str().unwrap())["sub"],
+            claims["sub"]
+        );
+        assert_eq!(
+            refresh_with(&refresh).1["error"],
+            "invalid_grant",
+            "rotated"
+        );
+    }
+
+    #[test]
+    fn sub_follows_the_providers_sub_mode() {
+        let (ak, p) = idp("2026.2.2", |p| p.sub_mode = "user_email".into());
+        let code = login_code(&ak, &p);
+        let (_, tokens) = exchange(&ak, &p, &code, VERIFIER);
+        let claims = verified_claims(&ak, &p, tokens["id_token"].as_str().unwrap());
+        assert_eq!(claims["sub"], "tester@example.com");
+        assert_eq!(
+            ak.subject("affine", "tester").unwrap(),
+            "tester@example.com"
+        );
+    }
+
+    /// The project's own browserless login (what `verify --login` runs) against the
+    /// stand-in: the callback for both recorded routes and consent, and its failures named.
+    #[test]
+    fn the_projects_browser_login_reaches_the_callback_and_names_what_stops_it() {
+        use affine_authentik::authentik::browser_login::BrowserLogin;
+        use affine_authentik::secret::Secret;
+        let client = http();
+        for (version, flow) in [
+            (
+                "2024.10.2",
+                "default-provider-authorization-implicit-consent",
+            ),
+            (
+                "2026.2.2",
+                "default-provider-authorization-implicit-consent",
+            ),
+            (
+                "2026.2.2",
+                "default-provider-authorization-explicit-consent",
+            ),
+        ] {
+            let (ak, p) = idp(version, |p| p.authorization_flow = flow.into());
+            let password = Secret::new(PASSWORD);
+            let callback = BrowserLogin::new(&client, CALLBACK, "tester", &password)
+                .run(&authorize_url(&ak, &p.client_id, CALLBACK))
+                .unwrap_or_else(|f| panic!("{version} {flow}: {f:?}"));
+            assert_eq!(callback.state, "the-state");
+            assert_eq!(exchange(&ak, &p, callback.code.expose(), VERIFIER).0, 200);
+        }
+        let (ak, p) = idp("2026.2.2", |_| {});
+        let wrong = Secret::new("wrong");
+        let failure = BrowserLogin::new(&client, CALLBACK, "tester", &wrong)
+            .run(&authorize_url(&ak, &p.client_id, CALLBACK))
+            .err()
+            .expect("a wrong password fails");
+        assert!(failure.detail.contains("Invalid password"), "{failure:?}");
+        let mut u = LoginUser::new("secure", "secure-password");
+        u.mfa = true;
+        ak.add_user(u);
+        let password = Secret::new("secure-password");
+        let failure = BrowserLogin::new(&client, CALLBACK, "secure", &password)
+            .run(&authorize_url(&ak, &p.client_id, CALLBACK))
+            .err()
+            .expect("MFA stops it");
+        assert!(
+            failure.detail.contains("ak-stage-authenticator-validate"),
+            "{failure:?}"
+        );
+        let failure = BrowserLogin::new(&client, CALLBACK, "tester", &password)
+            .run(&authorize_url(
+                &ak,
+                &p.client_id,
+                "https://evil.example.com/cb",
+            ))
+            .err()
+            .expect("a refused redirect URI");
+        assert!(failure.detail.contains("Redirect URI Error"), "{failure:?}");
     }
 }
 
@@ -3222,6 +3412,37 @@ mod affine_login {
             "oidc.user"
         );
         assert!(affine.connected_accounts()[0].has_refresh_token);
+    }
+
+    #[test]
+    fn affine_0_21_discovers_at_login_and_keys_accounts_by_preferred_username() {
+        // 0.21 registers OIDC without discovery; preflight and callback fetch it then.
+        let idp = Idp::start();
+        let affine = affine_for("0.21.0", &idp, |_| {});
+        idp.set(|c| c.refresh_token = true);
+        let (status, body, cookies) = login(&affine, &idp);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            affine.connected_accounts()[0].provider_account_id,
+            "oidc.user"
+        );
+        assert_eq!(
+            current_user(&affine, Some(&session_of(&cookies)))["email"],
+            "oidc.user@example.com"
+        );
+        // Its userinfo schema wants every one of sub, preferred_username, email and name.
+        idp.set(|c| {
+            c.userinfo
+                .as_object_mut()
+                .unwrap()
+                .remove("preferred_username");
+        });
+        assert_error(
+            &login(&affine, &idp),
+            400,
+            "VALIDATION_ERROR",
+            "\"preferred_username\"",
+        );
     }
 
     #[test]

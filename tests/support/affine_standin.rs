@@ -64,7 +64,11 @@
 //! as discovery (redirects, the 0.27 SSRF guard). Approximations: zod's messages are rebuilt
 //! for the checks made here (type, required, e-mail), not every zod wording; the id_token's
 //! key must be RSA (authentik's are); the newest controller's `exchangeCode` and its
-//! redirect-URI allow-list are not modelled.
+//! redirect-URI allow-list are not modelled. Not confirmed by any source, so chosen here: the
+//! strict client-nonce rule from 0.27.0 exactly; a token, JWKS or userinfo fetch the 0.27
+//! guard refuses is an internal error (INVALID_AUTH_STATE for the JWKS, whose fetch sits
+//! inside AFFiNE's id_token `try`); the state is not consumed by a callback (the controllers
+//! read only `getOAuthState`); sign-out answers `{}` (older releases sent an empty body).
 #![allow(dead_code)]
 
 use std::cell::RefCell;

@@ -3353,7 +3353,9 @@ struct Code {
     auth_time: u64,
     amr: Vec<String>,
     sid: String,
-    expires: u64,
+    /// `access_code_validity` after it was issued (an Instant: validities below a second
+    /// are honoured, for tests of an expired code).
+    expires: std::time::Instant,
 }
 
 /// What an access or refresh token was issued for.
@@ -3399,8 +3401,17 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// authentik's `timedelta_string_validator` format (`hours=1;minutes=2`) in seconds.
+/// authentik's `timedelta_string_validator` format (`hours=1;minutes=2`) in whole seconds.
 fn duration_secs(s: &str) -> u64 {
+    duration(s).as_secs()
+}
+
+/// authentik's `timedelta_string_validator` format (`hours=1;minutes=2`).
+fn duration(s: &str) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(duration_f64(s).max(0.0))
+}
+
+fn duration_f64(s: &str) -> f64 {
     s.split(';')
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| {
@@ -3417,7 +3428,7 @@ fn duration_secs(s: &str) -> u64 {
             };
             n * unit
         })
-        .sum::<f64>() as u64
+        .sum::<f64>()
 }
 
 /// Python's `urllib.parse.quote(s, safe)`: letters, digits, `_.-~` and `safe` stay.
@@ -3787,9 +3798,10 @@ impl Inner {
                 "The authorization server does not support obtaining an authorization code using this method.",
             ));
         }
-        // 2026.5+: a provider whose grant_types lack authorization_code. The stand-in
-        // answers with the OAuth error redirect `unauthorized_client` (RFC 6749 §4.1.2.1);
-        // authentik's exact answer to this is not recorded (a choice, not a fact).
+        // 2026.5+: a provider whose grant_types lack authorization_code. authentik's
+        // `check_grant` raises `AuthorizeError("invalid_request")` (read in authentik's
+        // source, goauthentik/authentik `providers/oauth2/views/authorize.py`; not recorded):
+        // the OAuth error redirect to the callback.
         if self.rules.grant_types() {
             let grants = provider.get("grant_types").cloned().unwrap_or(json!([]));
             if !grants
@@ -3797,8 +3809,8 @@ impl Inner {
                 .is_some_and(|g| g.contains(&json!("authorization_code")))
             {
                 return Err(oauth_error(
-                    "unauthorized_client",
-                    "The client is not authorized to request an authorization code using this method.",
+                    "invalid_request",
+                    "The request is otherwise malformed",
                 ));
             }
         }
@@ -3910,10 +3922,13 @@ impl Inner {
         };
         let params = match params {
             Ok(p) => p,
-            // The error pages: 2024.10.2 sends the session cookie with one when the request
-            // had a session, 2026.2.2 never (recorded: 66-/67-authorize-bad-redirect-uri*).
+            // The error pages: 2024.10.2 sends the session cookie with the redirect URI one
+            // when the request had a session, 2026.2.2 never, and neither with the client
+            // id one (recorded: 66-68 of 2024.10.2, 64-66 of 2026.2.2).
             Err(resp) if resp.status == 400 => {
-                return if had_session && !self.rules.api_2026_shapes() {
+                let redirect_page =
+                    String::from_utf8_lossy(&resp.body).contains("Redirect URI Error");
+                return if had_session && redirect_page && !self.rules.api_2026_shapes() {
                     self.with_session_cookie(resp, &session)
                 } else {
                     resp
@@ -3960,8 +3975,8 @@ impl Inner {
             st.store
                 .find(OAUTH2_PROVIDER, "pk", &p.provider)
                 .and_then(|o| o.get("access_code_validity").and_then(Value::as_str))
-                .map(duration_secs)
-                .unwrap_or(60)
+                .map(duration)
+                .unwrap_or(std::time::Duration::from_secs(60))
         };
         let mut login = lock(&self.login);
         let s = login.sessions.get(session).cloned().unwrap_or_default();
@@ -3978,7 +3993,7 @@ impl Inner {
                 auth_time: s.auth_time,
                 amr: s.amr.clone(),
                 sid: hex(&sha2::Sha256::digest(session.as_bytes())),
-                expires: now_secs() + validity,
+                expires: std::time::Instant::now() + validity,
             },
         );
         let mut pairs = vec![("code".to_string(), code)];
@@ -4408,7 +4423,11 @@ impl Inner {
         }
         c.insert("pending_user".into(), json!(username));
         c.insert("pending_user_avatar".into(), json!(avatar(&username)));
-        c.insert("header_text".into(), json!(""));
+        // authentik's consent header for an OAuth2 login.
+        c.insert(
+            "header_text".into(),
+            json!(format!("You're about to sign into {}.", params.app_name)),
+        );
         c.insert("permissions".into(), json!(permissions));
         c.insert("additional_permissions".into(), json!([]));
         c.insert("token".into(), json!(token));
@@ -4464,10 +4483,10 @@ impl Inner {
                 .get("grant_types")
                 .and_then(Value::as_array)
                 .is_some_and(|g| g.contains(&json!(grant_type)));
-            // A choice (not recorded): a grant the 2026.5+ provider does not list is
-            // refused as RFC 6749 §5.2 words it.
-            if !allowed && secret_ok {
-                return self.token_error("unauthorized_client");
+            // A grant the 2026.5+ provider does not list: `invalid_grant`, before the client
+            // is authenticated (authentik's `TokenParams`, read in its source; not recorded).
+            if !allowed {
+                return self.token_error("invalid_grant");
             }
         }
         match grant_type.as_str() {
@@ -4487,7 +4506,7 @@ impl Inner {
                     return self.token_error("invalid_grant");
                 };
                 if code.provider != provider.pk()
-                    || code.expires < now_secs()
+                    || code.expires <= std::time::Instant::now()
                     || code.redirect_uri != redirect_uri
                 {
                     return self.token_error("invalid_grant");
