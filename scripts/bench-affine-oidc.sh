@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 n=${N:-18}
 repeats=${REPEATS:-5}
-version=${AFFINE_VERSION:-0.25.3}
+version=${AFFINE_VERSION:-0.26.1}
 if ((n < 1 || n > 19)); then
   echo "bench-affine-oidc: N must be 1..19 (AFFiNE's 20 sign-ins a minute, one for seeding)" >&2
   exit 2

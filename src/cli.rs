@@ -247,6 +247,16 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "PATH")]
     pub authentik_token_file: Option<PathBuf>,
 
+    /// Log in as this authentik user, as a browser would, and name the first step that
+    /// fails. The password comes from env AUTHENTIK_LOGIN_PASSWORD or --login-password-file.
+    /// A first login creates the user in AFFiNE: use a dedicated test user.
+    #[arg(long, value_name = "USERNAME")]
+    pub login: Option<String>,
+
+    /// A file holding the --login user's password (else env AUTHENTIK_LOGIN_PASSWORD).
+    #[arg(long, value_name = "PATH", requires = "login")]
+    pub login_password_file: Option<PathBuf>,
+
     /// Machine-readable output: one JSON object.
     #[arg(long)]
     pub json: bool,

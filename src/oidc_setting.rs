@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::affine::client::{AffineClient, Credentials};
 use crate::affine::config_file::{ConfigFile, RESTART_WARNING};
 use crate::affine::oidc_value::OidcValue;
+use crate::affine::version::AffineVersion;
 use crate::error::{Error, Result};
 use crate::http::HttpOptions;
 use crate::secret::Redactor;
@@ -103,8 +104,9 @@ fn reconcile_api(
         .as_ref()
         .map(OidcValue::from_affine)
         .unwrap_or_else(OidcValue::empty);
+    let mut version_warnings = Vec::new();
     let wanted = match desired {
-        Desired::Present(v) => v.clone(),
+        Desired::Present(v) => fit_to_version(v.clone(), state.version, &mut version_warnings),
         Desired::Absent => OidcValue::empty(),
     };
     let changed_fields = before.differences(&wanted);
@@ -127,6 +129,7 @@ fn reconcile_api(
     };
     // A newer AFFiNE than the tool knows gets the newest known rules, and one warning.
     outcome.warnings.extend(state.version.newer_than_known());
+    outcome.warnings.extend(version_warnings);
     if unregistered_after_single_try && !resave {
         outcome.warnings.push(format!(
             "AFFiNE {} has not registered OIDC: its one discovery attempt for this value failed, and it retries only when the value is saved again; run with wait (--wait) to save it again and wait, or restart AFFiNE",
@@ -169,6 +172,41 @@ fn reconcile_api(
         }
     }
     Ok(outcome)
+}
+
+/// The scope AFFiNE before 0.25.7 must ask authentik for: with `offline_access`, so that
+/// authentik's token answer holds the `refresh_token` those versions require.
+pub const SCOPE_WITH_REFRESH_TOKEN: &str = "openid profile email offline_access";
+
+/// The wanted value as this AFFiNE needs it. Before 0.25.7 AFFiNE refuses a token answer
+/// without a `refresh_token` ("Validation error … refresh_token … Required", AFFiNE issues
+/// #8752 and #12774), and authentik sends one only for the `offline_access` scope (which
+/// the generated blueprint maps): without a scope of the user's, ask for it; with one that
+/// lacks it, say so.
+fn fit_to_version(
+    mut wanted: OidcValue,
+    version: AffineVersion,
+    warnings: &mut Vec<String>,
+) -> OidcValue {
+    if !version.requires_refresh_token() {
+        return wanted;
+    }
+    match wanted.args.get("scope").map(serde_json::Value::as_str) {
+        None => {
+            wanted
+                .args
+                .insert("scope".into(), SCOPE_WITH_REFRESH_TOKEN.into());
+        }
+        // Not a string: AFFiNE's own validation refuses it, naming args.scope.
+        Some(None) => {}
+        Some(Some(scope)) if !scope.split_whitespace().any(|s| s == "offline_access") => {
+            warnings.push(format!(
+                "AFFiNE {version} requires a refresh_token at login, which authentik issues only for the offline_access scope, and args.scope {scope:?} lacks it: the login will fail (\"refresh_token … Required\"); add offline_access, or upgrade AFFiNE to 0.25.7 or newer"
+            ));
+        }
+        Some(Some(_)) => {}
+    }
+    wanted
 }
 
 /// AFFiNE registers the OIDC provider after a successful discovery of the issuer, in the

@@ -87,6 +87,18 @@ fn wanted_value() -> Value {
     json!({"args": {}, "issuer": unreachable_issuer(), "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET})
 }
 
+/// What the task stores on AFFiNE `version`: before 0.25.7 with `args.scope` asking for
+/// `offline_access`, since those versions refuse a token answer without a refresh token.
+fn wanted_value_on(version: &str) -> Value {
+    let mut value = wanted_value();
+    let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+    let patch: u32 = version.split('.').nth(2).unwrap().parse().unwrap();
+    if (minor, patch) < (25, 7) {
+        value["args"] = json!({"scope": "openid profile email offline_access"});
+    }
+    value
+}
+
 fn affine_defaults() -> Value {
     json!({"args": {}, "issuer": "", "clientId": "", "clientSecret": ""})
 }
@@ -182,8 +194,8 @@ fn first_run_changes_second_run_is_ok_and_the_stored_value_is_affines_shape_on_e
         assert!(first.changed(), "{version}: {}", first.out.stdout);
         assert_eq!(
             affine.stored_oidc(),
-            Some(wanted_value()),
-            "{version}: stored value (args: {{}} included)"
+            Some(wanted_value_on(version)),
+            "{version}: stored value (args included)"
         );
         assert_eq!(affine.write_count(), 1, "{version}");
         assert_eq!(first.json["affine_version"], json!(version), "{version}");
@@ -216,7 +228,7 @@ fn first_run_changes_second_run_is_ok_and_the_stored_value_is_affines_shape_on_e
 fn an_issuer_differing_only_by_a_trailing_slash_is_no_change() {
     for version in ["0.21.0", "0.26.1"] {
         let affine = standin(version);
-        let mut stored = wanted_value();
+        let mut stored = wanted_value_on(version);
         stored["issuer"] = json!(unreachable_issuer().trim_end_matches('/'));
         affine.set_stored_oidc(stored.clone());
         let run = task(present(&affine)).run_against(&affine);
@@ -229,8 +241,10 @@ fn an_issuer_differing_only_by_a_trailing_slash_is_no_change() {
 
 #[test]
 fn a_stored_value_without_args_equals_a_wanted_empty_args() {
-    // 0.21 accepted a value without `args`; reading it back is `args: {}`, not a change.
-    let affine = standin("0.21.0");
+    // A value without `args` (0.21 accepted one, and it stays through upgrades) reads back
+    // as `args: {}`: against a wanted empty args, not a change. (On 0.21 itself the task
+    // wants args.scope, see the_scope_asks_for_offline_access_before_affine_0_25_7.)
+    let affine = standin("0.26.1");
     let mut stored = wanted_value();
     stored.as_object_mut().unwrap().remove("args");
     affine.set_stored_oidc(stored);
@@ -1124,4 +1138,44 @@ fn config_file_state_absent_removes_only_the_oidc_key() {
     let again = task(params).run(&[]);
     again.assert_ok();
     assert!(!again.changed());
+}
+
+#[test]
+fn the_scope_asks_for_offline_access_before_affine_0_25_7() {
+    // AFFiNE before 0.25.7 refuses a token answer without a refresh_token, which authentik
+    // sends only for offline_access: the task asks for it there, and only there.
+    for (version, scope) in [
+        ("0.25.0", Some("openid profile email offline_access")),
+        ("0.26.1", None),
+    ] {
+        let affine = standin(version);
+        task(present(&affine)).run_against(&affine).assert_ok();
+        let stored = affine.stored_oidc().unwrap();
+        assert_eq!(stored["args"]["scope"].as_str(), scope, "{version}");
+        let again = task(present(&affine)).run_against(&affine);
+        assert!(
+            !again.assert_ok().changed(),
+            "{version}: {}",
+            again.out.stdout
+        );
+    }
+    // A scope of the user's without it is kept, with a warning that the login will fail.
+    let affine = standin("0.25.0");
+    let run = task(with(
+        present(&affine),
+        json!({"args": {"scope": "openid profile email"}}),
+    ))
+    .run_against(&affine);
+    run.assert_ok();
+    assert!(
+        run.warnings()
+            .iter()
+            .any(|w| w.contains("refresh_token") && w.contains("offline_access")),
+        "{:?}",
+        run.warnings()
+    );
+    assert_eq!(
+        affine.stored_oidc().unwrap()["args"]["scope"],
+        json!("openid profile email")
+    );
 }

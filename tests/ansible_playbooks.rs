@@ -827,7 +827,7 @@ fn unchanged_reconcile_takes_three_requests_with_a_password_two_with_a_token() {
         "clientSecret": CLIENT_SECRET,
         "args": {}
     });
-    let (with_password, with_token) = (affine("0.25.3"), affine("0.25.3"));
+    let (with_password, with_token) = (affine("0.26.1"), affine("0.26.1"));
     with_password.set_stored_oidc(wanted.clone());
     with_token.set_stored_oidc(wanted);
     let token = with_token.session_token_for_admin();

@@ -407,11 +407,11 @@ fn api_creates_and_applies_then_a_second_run_is_ok_without_patch_or_apply_on_eve
             assert_eq!(uris[0]["matching_mode"], json!("strict"));
             assert_eq!(uris[0]["url"], json!(callback));
         }
-        // openid, email and profile; from 2025.10 the email mapping is the blueprint's own,
-        // since authentik's managed one says email_verified: false there.
+        // openid, email, profile and offline_access; from 2025.10 the email mapping is the
+        // blueprint's own, since authentik's managed one says email_verified: false there.
         assert_eq!(
             provider["property_mappings"].as_array().map(Vec::len),
-            Some(3),
+            Some(4),
             "{version}: {provider}"
         );
         let managed_email = authentik
@@ -431,6 +431,20 @@ fn api_creates_and_applies_then_a_second_run_is_ok_without_patch_or_apply_on_eve
             "{version}: an unchanged run wrote: {after:?}"
         );
         assert_eq!(authentik.applied_count(), 1, "no second apply");
+
+        // Check mode and --diff agree: nothing would change, so no diff to show.
+        let seen = authentik.requests().len();
+        let checked = run(call(api_task(&authentik)).check().diff(), Some(&authentik));
+        assert!(
+            !checked.assert_ok().changed(),
+            "{version}: {}",
+            checked.msg()
+        );
+        assert!(checked.msg().contains("is up to date"), "{}", checked.msg());
+        let before = checked.json["diff"]["before"].as_str().unwrap_or_default();
+        let after = checked.json["diff"]["after"].as_str().unwrap_or_default();
+        assert_eq!(before, after, "{version}: the diff shows a difference");
+        assert!(writes(&requests_since(&authentik, seen)).is_empty());
     }
 }
 
@@ -628,21 +642,11 @@ fn api_validation_failure_fails_with_authentiks_log_lines_and_creates_nothing() 
     // builds with !Format (so it is not looked up ahead): authentik's own refusal comes back
     // with its log lines.
     let dir = tempfile::tempdir().unwrap();
-    let template = dir.path().join("affine.yaml.j2");
-    let builtin = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/blueprint.yaml.j2"),
-    )
-    .unwrap();
-    let marker = "[slug, {{ invalidation_flow | yaml }}]";
-    assert!(builtin.contains(marker), "the built-in template changed");
-    fs::write(
-        &template,
-        builtin.replace(
-            marker,
-            "[slug, !Format [\"%s\", {{ invalidation_flow | yaml }}]]",
-        ),
-    )
-    .unwrap();
+    let template = builtin_template_with(
+        dir.path(),
+        "[slug, {{ invalidation_flow | yaml }}]",
+        "[slug, !Format [\"%s\", {{ invalidation_flow | yaml }}]]",
+    );
     let authentik = standin("2024.6.4");
     let forced = with(
         api_task(&authentik),
@@ -675,21 +679,25 @@ fn api_validation_failure_fails_with_authentiks_log_lines_and_creates_nothing() 
     assert!(authentik.instances().is_empty());
 }
 
-/// The built-in template with a sub_mode authentik does not know: it passes the
-/// generator's own checks (they guard what AFFiNE needs), authentik refuses it.
-fn template_with_a_bad_sub_mode(dir: &Path) -> PathBuf {
+/// The built-in template with `from` replaced by `to`, written into `dir`.
+fn builtin_template_with(dir: &Path, from: &str, to: &str) -> PathBuf {
     let template = dir.join("affine.yaml.j2");
     let builtin = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/blueprint.yaml.j2"),
     )
     .unwrap();
-    assert!(builtin.contains("sub_mode: hashed_user_id"));
-    fs::write(
-        &template,
-        builtin.replace("sub_mode: hashed_user_id", "sub_mode: hashed_user_idd"),
-    )
-    .unwrap();
+    assert!(
+        builtin.contains(from),
+        "the built-in template changed: no {from:?}"
+    );
+    fs::write(&template, builtin.replace(from, to)).unwrap();
     template
+}
+
+/// The built-in template with a sub_mode authentik does not know: it passes the
+/// generator's own checks (they guard what AFFiNE needs), authentik refuses it.
+fn template_with_a_bad_sub_mode(dir: &Path) -> PathBuf {
+    builtin_template_with(dir, "sub_mode: hashed_user_id", "sub_mode: hashed_user_idd")
 }
 
 #[test]
@@ -719,18 +727,11 @@ fn api_authentiks_empty_405_is_explained_as_its_own_error_page() {
     // empty text/html page. A template that builds the group's name with !Format gets past
     // the lookup ahead, so authentik's own answer comes back, explained.
     let dir = tempfile::tempdir().unwrap();
-    let template = dir.path().join("affine.yaml.j2");
-    let builtin = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/blueprint.yaml.j2"),
-    )
-    .unwrap();
-    let marker = "[name, {{ group | yaml }}]";
-    assert!(builtin.contains(marker), "the built-in template changed");
-    fs::write(
-        &template,
-        builtin.replace(marker, "[name, !Format [\"%s\", {{ group | yaml }}]]"),
-    )
-    .unwrap();
+    let template = builtin_template_with(
+        dir.path(),
+        "[name, {{ group | yaml }}]",
+        "[name, !Format [\"%s\", {{ group | yaml }}]]",
+    );
     let authentik = standin("2026.2.2");
     let task = with(
         api_task(&authentik),

@@ -468,7 +468,13 @@ fn the_provider_is_confidential_and_finds_its_flow_key_and_scope_mappings() {
         } else {
             managed_scope("email")
         };
-        let mappings = vec![managed_scope("openid"), email, managed_scope("profile")];
+        let mappings = vec![
+            managed_scope("openid"),
+            email,
+            managed_scope("profile"),
+            // For AFFiNE before 0.25.7, which requires the refresh token it brings.
+            managed_scope("offline_access"),
+        ];
         assert_eq!(
             attr(attrs, "property_mappings"),
             Some(&Value::Sequence(mappings)),

@@ -412,3 +412,106 @@ fn the_example_inventory_gives_each_instance_its_url_and_slug_against_one_authen
     let out = Captured::from_output(cmd.output().expect("ansible-playbook"));
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
 }
+
+const TESTER: &str = "affine-tester";
+const TESTER_PASSWORD: &str = "tester-password-Qx5v2Nb8-SECRET";
+
+#[test]
+fn the_integration_playbook_then_verify_login_signs_a_user_in_on_every_supported_pair() {
+    // For each authentik shape in use, one authentik and three AFFiNE versions around
+    // 0.25.7's stricter login (0.27 with its SSRF guard off: every stand-in is on loopback):
+    // the playbook sets everything up, verify --login then logs a user in through it all,
+    // and the second run changes nothing.
+    for authentik_version in ["2024.10.2", "2025.8.3", "2026.2.2", "2026.8.0"] {
+        let lab = Lab::new();
+        let authentik = authentik(authentik_version);
+        authentik.add_user(support::authentik_standin::LoginUser::new(
+            TESTER,
+            TESTER_PASSWORD,
+        ));
+        let servers: Vec<(&str, AffineStandin)> = [
+            ("affine-0256", "0.25.6"),
+            ("affine-0261", "0.26.1"),
+            ("affine-027", "0.27.0"),
+        ]
+        .into_iter()
+        .map(|(name, version)| {
+            let mut opts = AffineOptions::new(version);
+            opts.admin_email = ADMIN_EMAIL.into();
+            opts.admin_password = ADMIN_PASSWORD.into();
+            opts.ssrf_guard = Some(false);
+            (name, AffineStandin::start(opts))
+        })
+        .collect();
+        let hosts: Vec<(&str, &AffineStandin)> = servers.iter().map(|(n, s)| (*n, s)).collect();
+        let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
+        affine_inventory(&lab, &hosts, &authentik);
+        lab.write(
+            "inventory/group_vars/affine/login.yml",
+            &format!(
+                "affine_verify_login: {TESTER}\nvault_affine_verify_login_password: {TESTER_PASSWORD}\n"
+            ),
+        );
+        let env = [("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN)];
+        let first = lab.playbook(integration_playbook(), &["-v"], &env);
+        first.assert_no_secrets(&[
+            TESTER_PASSWORD,
+            ADMIN_PASSWORD,
+            CLIENT_SECRET,
+            AUTHENTIK_TOKEN,
+        ]);
+        first.assert_recap(&names, &[("changed", 2), ("failed", 0), ("ok", 4)]);
+        let report = first.task("Every link of the login chain holds");
+        assert_eq!(
+            report.matches("every check passed").count(),
+            3,
+            "authentik {authentik_version}: {}",
+            first.show()
+        );
+        // Each AFFiNE now has the authentik user, made by their first login.
+        for (name, server) in &hosts {
+            assert!(
+                server
+                    .users()
+                    .iter()
+                    .any(|u| u.email == format!("{TESTER}@example.com") && u.created_by_oidc),
+                "authentik {authentik_version}, {name}: no user made by the login"
+            );
+        }
+        let second = lab.playbook(integration_playbook(), &["-v"], &env);
+        second.assert_no_secrets(&[
+            TESTER_PASSWORD,
+            ADMIN_PASSWORD,
+            CLIENT_SECRET,
+            AUTHENTIK_TOKEN,
+        ]);
+        second.assert_recap(&names, &[("changed", 0), ("failed", 0), ("ok", 4)]);
+    }
+}
+
+#[test]
+fn the_integration_playbook_in_check_mode_changes_nothing_and_reports_what_verify_finds() {
+    let lab = Lab::new();
+    let authentik = authentik("2026.8.0");
+    let server = affine("0.26.1");
+    affine_inventory(&lab, &[("affine-0261", &server)], &authentik);
+    let run = lab.playbook(
+        integration_playbook(),
+        &["--check"],
+        &[("AUTHENTIK_TOKEN", AUTHENTIK_TOKEN)],
+    );
+    assert_no_secret(&run);
+    // Both changes are only reported; verify runs and says what is broken today.
+    run.assert_recap(&["affine-0261"], &[("changed", 2), ("failed", 0)]);
+    assert!(
+        authentik.instances().is_empty(),
+        "check mode created nothing"
+    );
+    assert_eq!(server.write_count(), 0);
+    let report = run.task("Every link of the login chain holds");
+    assert!(
+        report.contains("check mode: before the changes above") && report.contains("[discovery]"),
+        "{}",
+        run.show()
+    );
+}

@@ -2780,3 +2780,1044 @@ mod authentik_login {
         assert!(text.contains("request.user.email.lower()"), "{text}");
     }
 }
+
+// ==========================================================================================
+// AFFiNE: the OIDC login (preflight → callback → session), against a small in-test IdP
+// (its own RSA key, real RS256 signatures). Kept in its own module so the authentik tests
+// added above stay apart.
+// ==========================================================================================
+
+mod affine_login {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+    use rsa::RsaPrivateKey;
+    use serde_json::Map;
+    use sha2::Sha256;
+    use support::http_standin::{
+        base64url, parse_query, HttpServer, Request as IdpRequest, Response as IdpResponse, Service,
+    };
+
+    const CLIENT_ID: &str = "affine-client";
+    const CLIENT_SECRET: &str = "s3cret-VALUE";
+    const ACCESS_TOKEN: &str = "at-SECRET-1";
+
+    /// The IdP's signing key and a second key AFFiNE does not know (made once per run).
+    fn keys() -> &'static (RsaPrivateKey, RsaPrivateKey) {
+        static KEYS: OnceLock<(RsaPrivateKey, RsaPrivateKey)> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let mut rng = rand::thread_rng();
+            (
+                RsaPrivateKey::new(&mut rng, 2048).unwrap(),
+                RsaPrivateKey::new(&mut rng, 2048).unwrap(),
+            )
+        })
+    }
+
+    /// How the IdP signs its id_token.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Sig {
+        /// RS256 with the key its JWKS publishes.
+        Rs256,
+        /// RS256 with a key the JWKS does not hold (same `kid`).
+        OtherKey,
+        /// HS256 with the client secret (authentik without a signing key).
+        Hs256,
+        /// A five-part JWE (authentik with an encryption key).
+        Jwe,
+    }
+
+    #[derive(Clone)]
+    struct IdpConfig {
+        client_secret: String,
+        sig: Sig,
+        /// The nonce the id_token carries; `None` = the one AFFiNE sent (set by `expect`).
+        nonce: Option<String>,
+        expected_nonce: String,
+        /// Claims put into (or, as null, taken out of) the id_token.
+        id_claims: Map<String, Value>,
+        userinfo: Value,
+        refresh_token: bool,
+        id_token: bool,
+    }
+
+    struct MiniIdp {
+        base: String,
+        cfg: Mutex<IdpConfig>,
+        /// Token request forms, as received.
+        forms: Mutex<Vec<HashMap<String, String>>>,
+    }
+
+    impl MiniIdp {
+        fn id_token(&self, cfg: &IdpConfig) -> String {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let mut claims = json!({
+                "iss": self.base, "aud": CLIENT_ID, "sub": "sub-1", "iat": now, "exp": now + 300,
+                "nonce": cfg.nonce.clone().unwrap_or_else(|| cfg.expected_nonce.clone()),
+                "email": "oidc.user@example.com", "email_verified": true, "name": "OIDC User",
+            });
+            for (k, v) in &cfg.id_claims {
+                if v.is_null() {
+                    claims.as_object_mut().unwrap().remove(k);
+                } else {
+                    claims[k] = v.clone();
+                }
+            }
+            let (main, other) = keys();
+            let rsa_key =
+                |k: &RsaPrivateKey| EncodingKey::from_rsa_der(k.to_pkcs1_der().unwrap().as_bytes());
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some("k1".into());
+            match cfg.sig {
+                Sig::Rs256 => jsonwebtoken::encode(&header, &claims, &rsa_key(main)).unwrap(),
+                Sig::OtherKey => jsonwebtoken::encode(&header, &claims, &rsa_key(other)).unwrap(),
+                Sig::Hs256 => jsonwebtoken::encode(
+                    &Header::new(Algorithm::HS256),
+                    &claims,
+                    &EncodingKey::from_secret(cfg.client_secret.as_bytes()),
+                )
+                .unwrap(),
+                Sig::Jwe => {
+                    let head = json!({"alg": "RSA-OAEP-256", "enc": "A256CBC-HS512", "typ": "JWE", "kid": "k1"});
+                    let part = |s: &str| base64url(s.as_bytes());
+                    format!(
+                        "{}.{}.{}.{}.{}",
+                        part(&head.to_string()),
+                        part("encrypted-key"),
+                        part("iv"),
+                        part("ciphertext"),
+                        part("tag")
+                    )
+                }
+            }
+        }
+    }
+
+    impl Service for MiniIdp {
+        fn handle(&self, req: &IdpRequest) -> IdpResponse {
+            let cfg = self.cfg.lock().unwrap().clone();
+            match (req.method.as_str(), req.path_only()) {
+                ("GET", "/.well-known/openid-configuration") => IdpResponse::json(
+                    200,
+                    &json!({
+                        "issuer": self.base,
+                        "authorization_endpoint": format!("{}/authorize", self.base),
+                        "token_endpoint": format!("{}/token", self.base),
+                        "userinfo_endpoint": format!("{}/userinfo", self.base),
+                        "jwks_uri": format!("{}/jwks", self.base),
+                    }),
+                ),
+                ("GET", "/jwks") => {
+                    let public = keys().0.to_public_key();
+                    IdpResponse::json(
+                        200,
+                        &json!({"keys": [{
+                            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1",
+                            "n": base64url(&public.n().to_bytes_be()),
+                            "e": base64url(&public.e().to_bytes_be()),
+                        }]}),
+                    )
+                }
+                ("POST", "/token") => {
+                    let form: HashMap<String, String> =
+                        parse_query(&req.body_str()).into_iter().collect();
+                    self.forms.lock().unwrap().push(form.clone());
+                    if form.get("client_secret") != Some(&cfg.client_secret) {
+                        return IdpResponse::json(
+                            400,
+                            &json!({"error": "invalid_client", "error_description": "Client authentication failed"}),
+                        );
+                    }
+                    let mut body = json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300});
+                    if cfg.refresh_token {
+                        body["refresh_token"] = json!("rt-SECRET-1");
+                    }
+                    if cfg.id_token {
+                        body["id_token"] = json!(self.id_token(&cfg));
+                    }
+                    IdpResponse::json(200, &body)
+                }
+                ("GET", "/userinfo") => {
+                    if req.header("authorization") != Some(&format!("Bearer {ACCESS_TOKEN}")) {
+                        return IdpResponse::empty(401)
+                            .with_header("WWW-Authenticate", "error=\"invalid_token\"");
+                    }
+                    IdpResponse::json(200, &cfg.userinfo)
+                }
+                _ => IdpResponse::text(404, "not found"),
+            }
+        }
+    }
+
+    struct Idp {
+        _server: HttpServer,
+        idp: Arc<MiniIdp>,
+    }
+
+    impl Idp {
+        fn start() -> Idp {
+            let (server, idp) = HttpServer::start(0, |url| {
+                Arc::new(MiniIdp {
+                    base: url.to_string(),
+                    cfg: Mutex::new(IdpConfig {
+                        client_secret: CLIENT_SECRET.into(),
+                        sig: Sig::Rs256,
+                        nonce: None,
+                        expected_nonce: String::new(),
+                        id_claims: Map::new(),
+                        userinfo: json!({
+                            "sub": "sub-1", "email": "oidc.user@example.com", "email_verified": true,
+                            "name": "OIDC User", "preferred_username": "oidc.user",
+                        }),
+                        refresh_token: false,
+                        id_token: true,
+                    }),
+                    forms: Mutex::new(Vec::new()),
+                })
+            });
+            Idp {
+                _server: server,
+                idp,
+            }
+        }
+        fn url(&self) -> String {
+            self.idp.base.clone()
+        }
+        fn set(&self, f: impl FnOnce(&mut IdpConfig)) {
+            f(&mut self.idp.cfg.lock().unwrap());
+        }
+        fn forms(&self) -> Vec<HashMap<String, String>> {
+            self.idp.forms.lock().unwrap().clone()
+        }
+    }
+
+    /// A stand-in AFFiNE of `version` with OIDC registered against `idp` (loopback, so the
+    /// 0.27 private-address guard is off).
+    fn affine_for(
+        version: &str,
+        idp: &Idp,
+        tweak: impl FnOnce(&mut AffineOptions),
+    ) -> AffineStandin {
+        let mut opts = AffineOptions::new(version);
+        opts.ssrf_guard = Some(false);
+        tweak(&mut opts);
+        let affine = AffineStandin::start(opts);
+        let (status, body) = write_oidc(&affine, oidc_value(&idp.url()));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            eventually(Duration::from_secs(5), || affine.oidc_registered()),
+            "{:?}",
+            affine.discovery_attempts()
+        );
+        affine
+    }
+
+    /// The preflight's authorize URL query, with the client nonce `n` (or none).
+    fn preflight(affine: &AffineStandin, client_nonce: Option<&str>) -> HashMap<String, String> {
+        let mut body = json!({"provider": "OIDC"});
+        if let Some(n) = client_nonce {
+            body["client_nonce"] = json!(n);
+        }
+        let resp = client()
+            .post(format!("{}/api/oauth/preflight", affine.url()))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let url =
+            reqwest::Url::parse(resp.json::<Value>().unwrap()["url"].as_str().unwrap()).unwrap();
+        url.query_pairs().into_owned().collect()
+    }
+
+    fn callback(affine: &AffineStandin, body: Value) -> (u16, Value, Vec<String>) {
+        let resp = client()
+            .post(format!("{}/api/oauth/callback", affine.url()))
+            .json(&body)
+            .send()
+            .unwrap();
+        let cookies = set_cookies(&resp);
+        (resp.status().as_u16(), resp.json().unwrap(), cookies)
+    }
+
+    /// A whole login as AFFiNE's web page does it: preflight, (the IdP's redirect back with a
+    /// code,) then the callback with the JSON `state` and the same client nonce.
+    fn login(affine: &AffineStandin, idp: &Idp) -> (u16, Value, Vec<String>) {
+        let q = preflight(affine, Some("client-nonce-1"));
+        let state: Value = serde_json::from_str(&q["state"]).unwrap();
+        idp.set(|c| c.expected_nonce = state["state"].as_str().unwrap().to_string());
+        callback(
+            affine,
+            json!({"code": "code-1", "state": q["state"], "client_nonce": "client-nonce-1"}),
+        )
+    }
+
+    fn session_of(cookies: &[String]) -> String {
+        cookies
+            .iter()
+            .find_map(|c| c.strip_prefix("affine_session="))
+            .and_then(|c| c.split(';').next())
+            .expect("an affine_session cookie")
+            .to_string()
+    }
+
+    fn current_user(affine: &AffineStandin, cookie: Option<&str>) -> Value {
+        let mut req = client()
+            .post(format!("{}/graphql", affine.url()))
+            .json(&json!({"query": "query { currentUser { id email name } }"}));
+        if let Some(sid) = cookie {
+            req = req.header("Cookie", format!("affine_session={sid}"));
+        }
+        req.send().unwrap().json::<Value>().unwrap()["data"]["currentUser"].clone()
+    }
+
+    /// Asserts AFFiNE's REST error: status, name and message.
+    fn assert_error(got: &(u16, Value, Vec<String>), status: u16, name: &str, message: &str) {
+        let (s, body, cookies) = got;
+        assert_eq!(
+            (*s, body["name"].as_str().unwrap_or("")),
+            (status, name),
+            "{body}"
+        );
+        assert_eq!(body["status"], json!(status), "{body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains(message),
+            "{body}"
+        );
+        assert!(cookies.is_empty(), "no session on a refused login");
+    }
+
+    /// One way to break the IdP's answer.
+    type IdpFault = Box<dyn Fn(&mut IdpConfig)>;
+
+    const INVALID_AUTH_STATE: &str =
+        "Invalid auth state. You might start the auth progress from another device.";
+
+    #[test]
+    fn affine_0_25_7_login_creates_the_user_and_a_session_that_currentuser_and_sign_out_see() {
+        let idp = Idp::start();
+        let affine = affine_for("0.25.7", &idp, |_| {});
+        let q = preflight(&affine, Some("client-nonce-1"));
+        let state: Value = serde_json::from_str(&q["state"]).unwrap();
+        let state_id = state["state"].as_str().unwrap();
+        assert_eq!(state_id.len(), 36);
+        assert_eq!(q["nonce"], state_id, "AFFiNE's nonce is its state id");
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(
+            state["pkce"]["codeChallenge"].as_str(),
+            Some(q["code_challenge"].as_str())
+        );
+        assert_eq!(q["scope"], "openid profile email");
+        assert!(!q.contains_key("code_verifier"));
+
+        idp.set(|c| c.expected_nonce = state_id.to_string());
+        let (status, body, cookies) = callback(
+            &affine,
+            json!({"code": "code-1", "state": q["state"], "client_nonce": "client-nonce-1"}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("redirectUri").is_none(), "{body}");
+
+        // The token request AFFiNE made, its PKCE verifier matching the challenge it sent.
+        let form = &idp.forms()[0];
+        assert_eq!(form["grant_type"], "authorization_code");
+        assert_eq!(form["code"], "code-1");
+        assert_eq!(
+            (form["client_id"].as_str(), form["client_secret"].as_str()),
+            (CLIENT_ID, CLIENT_SECRET)
+        );
+        assert_eq!(
+            form["redirect_uri"],
+            format!("{}/oauth/callback", affine.url())
+        );
+        assert_eq!(
+            base64url(&Sha256::digest(form["code_verifier"].as_bytes())),
+            q["code_challenge"]
+        );
+
+        let users = affine.users();
+        let user = users
+            .iter()
+            .find(|u| u.email == "oidc.user@example.com")
+            .unwrap();
+        assert!(user.created_by_oidc && !user.admin);
+        assert_eq!(user.name, "OIDC User");
+        assert_eq!(body["id"], json!(user.id));
+        let accounts = affine.connected_accounts();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(
+            (
+                accounts[0].provider.as_str(),
+                accounts[0].provider_account_id.as_str()
+            ),
+            ("OIDC", "sub-1")
+        );
+        assert_eq!(accounts[0].user_id, user.id);
+
+        let sid = session_of(&cookies);
+        assert!(cookies
+            .iter()
+            .any(|c| c.starts_with(&format!("affine_user_id={}", user.id))));
+        let me = current_user(&affine, Some(&sid));
+        assert_eq!(
+            me,
+            json!({"id": user.id, "email": "oidc.user@example.com", "name": "OIDC User"})
+        );
+        let (_, bearer_me) = gql(
+            &affine.url(),
+            Some(&sid),
+            "query { currentUser { email } }",
+            json!({}),
+        );
+        assert_eq!(
+            bearer_me["data"]["currentUser"]["email"],
+            "oidc.user@example.com"
+        );
+
+        // A second login finds the connected account: no new user, no new account.
+        let (status, again, _) = login(&affine, &idp);
+        assert_eq!((status, &again["id"]), (200, &json!(user.id)));
+        assert_eq!(affine.users().len(), users.len());
+        assert_eq!(affine.connected_accounts().len(), 1);
+
+        let out = client()
+            .get(format!("{}/api/auth/sign-out", affine.url()))
+            .header("Cookie", format!("affine_session={sid}"))
+            .send()
+            .unwrap();
+        assert_eq!(out.status().as_u16(), 200);
+        assert!(set_cookies(&out)
+            .iter()
+            .any(|c| c.starts_with("affine_session=;")));
+        assert_eq!(current_user(&affine, Some(&sid)), Value::Null);
+    }
+
+    #[test]
+    fn affine_preflight_passes_args_through_and_a_configured_scope_as_written() {
+        let idp = Idp::start();
+        let affine = affine_for("0.27.0", &idp, |_| {});
+        let mut value = oidc_value(&idp.url());
+        value["args"] =
+            json!({"scope": "email profile", "prompt": "login", "claim_id": "preferred_username"});
+        write_oidc(&affine, value);
+        assert!(eventually(Duration::from_secs(5), || affine.oidc_registered()));
+        let q = preflight(&affine, Some("n"));
+        // The args' `scope` overrides AFFiNE's normalised one (openid is not added).
+        assert_eq!(q["scope"], "email profile");
+        assert_eq!(q["prompt"], "login");
+        assert!(!q.contains_key("claim_id"), "{q:?}");
+    }
+
+    #[test]
+    fn affine_login_keeps_the_preflight_redirect_uri() {
+        let idp = Idp::start();
+        let affine = affine_for("0.26.1", &idp, |_| {});
+        let resp = client()
+            .post(format!("{}/api/oauth/preflight", affine.url()))
+            .json(&json!({"provider": "OIDC", "client_nonce": "n", "redirect_uri": "/workspace/x"}))
+            .send()
+            .unwrap();
+        let url =
+            reqwest::Url::parse(resp.json::<Value>().unwrap()["url"].as_str().unwrap()).unwrap();
+        let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+        idp.set(|c| c.expected_nonce = q["nonce"].clone());
+        let (status, body, _) = callback(
+            &affine,
+            json!({"code": "c", "state": q["state"], "client_nonce": "n"}),
+        );
+        assert_eq!(
+            (status, &body["redirectUri"]),
+            (200, &json!("/workspace/x")),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn affine_callback_refuses_a_bad_state_or_client_nonce_with_affines_errors() {
+        let idp = Idp::start();
+        let affine = affine_for("0.26.1", &idp, |_| {});
+        let q = preflight(&affine, Some("client-nonce-1"));
+        let ok_state = q["state"].clone();
+        assert_error(
+            &callback(
+                &affine,
+                json!({"state": ok_state, "client_nonce": "client-nonce-1"}),
+            ),
+            400,
+            "MISSING_OAUTH_QUERY_PARAMETER",
+            "Missing query parameter `code`.",
+        );
+        assert_error(
+            &callback(
+                &affine,
+                json!({"code": "c", "client_nonce": "client-nonce-1"}),
+            ),
+            400,
+            "MISSING_OAUTH_QUERY_PARAMETER",
+            "Missing query parameter `state`.",
+        );
+        assert_error(
+            &callback(
+                &affine,
+                json!({"code": "c", "state": "not-a-state", "client_nonce": "client-nonce-1"}),
+            ),
+            400,
+            "INVALID_OAUTH_CALLBACK_STATE",
+            "Invalid callback state parameter.",
+        );
+        let unknown = json!({"state": "00000000-0000-4000-8000-000000000000", "provider": "OIDC"})
+            .to_string();
+        assert_error(
+            &callback(
+                &affine,
+                json!({"code": "c", "state": unknown, "client_nonce": "client-nonce-1"}),
+            ),
+            400,
+            "OAUTH_STATE_EXPIRED",
+            "OAuth state expired, please try again.",
+        );
+        // The client nonce of another device (or none) is refused before any token request.
+        assert_error(
+            &callback(
+                &affine,
+                json!({"code": "c", "state": ok_state, "client_nonce": "other"}),
+            ),
+            400,
+            "INVALID_AUTH_STATE",
+            INVALID_AUTH_STATE,
+        );
+        assert_error(
+            &callback(&affine, json!({"code": "c", "state": ok_state})),
+            400,
+            "INVALID_AUTH_STATE",
+            INVALID_AUTH_STATE,
+        );
+        assert!(idp.forms().is_empty());
+        // Three hours later the same state has expired.
+        affine.expire_oauth_states();
+        assert_error(
+            &callback(
+                &affine,
+                json!({"code": "c", "state": ok_state, "client_nonce": "client-nonce-1"}),
+            ),
+            400,
+            "OAUTH_STATE_EXPIRED",
+            "OAuth state expired",
+        );
+    }
+
+    #[test]
+    fn affine_0_27_requires_a_client_nonce_where_0_26_compares_only_a_given_one() {
+        let idp = Idp::start();
+        for (version, ok) in [("0.26.1", true), ("0.27.0", false)] {
+            let affine = affine_for(version, &idp, |_| {});
+            let q = preflight(&affine, None);
+            idp.set(|c| c.expected_nonce = q["nonce"].clone());
+            let got = callback(&affine, json!({"code": "c", "state": q["state"]}));
+            if ok {
+                assert_eq!(got.0, 200, "{version}: {}", got.1);
+            } else {
+                assert_error(&got, 400, "INVALID_AUTH_STATE", INVALID_AUTH_STATE);
+            }
+        }
+    }
+
+    #[test]
+    fn affine_a_wrong_client_secret_fails_at_the_token_exchange() {
+        let idp = Idp::start();
+        let affine = affine_for("0.27.0", &idp, |_| {});
+        idp.set(|c| c.client_secret = "the-secret-authentik-has".into());
+        let got = login(&affine, &idp);
+        assert_error(
+            &got,
+            400,
+            "INVALID_OAUTH_CALLBACK_CODE",
+            "Invalid callback code parameter, provider response status: 400 and body: {\"error\":\"invalid_client\"",
+        );
+        assert_eq!(got.1["data"]["status"], 400);
+        assert!(affine.connected_accounts().is_empty());
+    }
+
+    #[test]
+    fn affine_0_25_7_refuses_every_id_token_it_cannot_verify_with_invalid_auth_state() {
+        let idp = Idp::start();
+        let affine = affine_for("0.25.7", &idp, |_| {});
+        let faults: Vec<(&str, IdpFault)> = vec![
+            ("JWE (an encryption key)", Box::new(|c| c.sig = Sig::Jwe)),
+            ("HS256 (no signing key)", Box::new(|c| c.sig = Sig::Hs256)),
+            ("a key not in the JWKS", Box::new(|c| c.sig = Sig::OtherKey)),
+            (
+                "another audience",
+                Box::new(|c| {
+                    c.id_claims.insert("aud".into(), json!("someone-else"));
+                }),
+            ),
+            (
+                "another issuer",
+                Box::new(|c| {
+                    c.id_claims
+                        .insert("iss".into(), json!("https://other.example.com/"));
+                }),
+            ),
+            (
+                "no audience",
+                Box::new(|c| {
+                    c.id_claims.insert("aud".into(), Value::Null);
+                }),
+            ),
+            (
+                "no issuer",
+                Box::new(|c| {
+                    c.id_claims.insert("iss".into(), Value::Null);
+                }),
+            ),
+            (
+                "another nonce",
+                Box::new(|c| c.nonce = Some("replayed".into())),
+            ),
+            (
+                "no nonce",
+                Box::new(|c| {
+                    c.id_claims.insert("nonce".into(), Value::Null);
+                }),
+            ),
+            (
+                "expired",
+                Box::new(|c| {
+                    c.id_claims.insert("exp".into(), json!(1_000_000_000u64));
+                }),
+            ),
+        ];
+        for (why, fault) in faults {
+            idp.set(|c| {
+                c.sig = Sig::Rs256;
+                c.nonce = None;
+                c.id_claims.clear();
+                fault(c);
+            });
+            let got = login(&affine, &idp);
+            assert_eq!(got.1["name"], "INVALID_AUTH_STATE", "{why}: {}", got.1);
+            assert_error(&got, 400, "INVALID_AUTH_STATE", INVALID_AUTH_STATE);
+        }
+        assert!(affine.connected_accounts().is_empty());
+        // The same IdP, its id_token fixed, logs in: the faults above were the only cause.
+        idp.set(|c| {
+            c.sig = Sig::Rs256;
+            c.nonce = None;
+            c.id_claims.clear();
+        });
+        assert_eq!(login(&affine, &idp).0, 200);
+    }
+
+    #[test]
+    fn affine_before_0_25_7_reads_userinfo_only_and_needs_a_refresh_token() {
+        let idp = Idp::start();
+        let affine = affine_for("0.25.6", &idp, |_| {});
+        let q = preflight(&affine, Some("n"));
+        assert!(
+            !q.contains_key("nonce") && !q.contains_key("code_challenge"),
+            "{q:?}"
+        );
+        // An encrypted id_token and an unverified e-mail do not matter before 0.25.7 ...
+        idp.set(|c| {
+            c.sig = Sig::Jwe;
+            c.userinfo["email_verified"] = json!(false);
+        });
+        // ... but a token answer without refresh_token fails zod (authentik without the
+        // offline_access scope; AFFiNE issue #12774).
+        let got = login(&affine, &idp);
+        assert_error(&got, 400, "VALIDATION_ERROR", "Validation error, errors: [");
+        assert!(
+            got.1["message"]
+                .as_str()
+                .unwrap()
+                .contains("\"refresh_token\""),
+            "{}",
+            got.1
+        );
+        assert!(!idp.forms()[0].contains_key("code_verifier"));
+        idp.set(|c| c.refresh_token = true);
+        let (status, body, _) = login(&affine, &idp);
+        assert_eq!(status, 200, "{body}");
+        // claim_id defaulted to preferred_username then.
+        assert_eq!(
+            affine.connected_accounts()[0].provider_account_id,
+            "oidc.user"
+        );
+        assert!(affine.connected_accounts()[0].has_refresh_token);
+    }
+
+    #[test]
+    fn affine_0_25_7_refuses_an_unverified_email_which_0_25_6_accepts() {
+        for (version, refused) in [("0.25.6", false), ("0.25.7", true), ("0.27.0", true)] {
+            let idp = Idp::start();
+            let affine = affine_for(version, &idp, |_| {});
+            idp.set(|c| {
+                c.refresh_token = true;
+                c.userinfo["email_verified"] = json!(false);
+                c.id_claims.insert("email_verified".into(), json!(false));
+            });
+            let got = login(&affine, &idp);
+            if refused {
+                assert_error(
+                    &got,
+                    400,
+                    "INVALID_OAUTH_RESPONSE",
+                    "Invalid OAuth response: Email for this account is not verified.",
+                );
+                assert!(
+                    affine.users().iter().all(|u| !u.created_by_oidc),
+                    "{version}"
+                );
+            } else {
+                assert_eq!(got.0, 200, "{version}: {}", got.1);
+            }
+        }
+    }
+
+    #[test]
+    fn affine_0_27_reads_email_verified_words_and_claim_email_verified() {
+        let idp = Idp::start();
+        let affine = affine_for("0.27.0", &idp, |_| {});
+        idp.set(|c| {
+            c.userinfo["email_verified"] = json!("no");
+        });
+        assert_error(
+            &login(&affine, &idp),
+            400,
+            "INVALID_OAUTH_RESPONSE",
+            "not verified",
+        );
+        // A site whose own claim says yes (args.claim_email_verified).
+        let mut value = oidc_value(&idp.url());
+        value["args"] = json!({"claim_email_verified": "mail_ok"});
+        write_oidc(&affine, value);
+        assert!(eventually(Duration::from_secs(5), || affine.oidc_registered()));
+        idp.set(|c| c.userinfo["mail_ok"] = json!("yes"));
+        let got = login(&affine, &idp);
+        assert_eq!(got.0, 200, "{}", got.1);
+    }
+
+    #[test]
+    fn affine_userinfo_sub_must_match_the_id_token() {
+        let idp = Idp::start();
+        let affine = affine_for("0.26.1", &idp, |_| {});
+        idp.set(|c| c.userinfo["sub"] = json!("someone-else"));
+        assert_error(
+            &login(&affine, &idp),
+            400,
+            "INVALID_OAUTH_RESPONSE",
+            "Invalid OAuth response: Subject mismatch between ID token and userinfo response.",
+        );
+    }
+
+    #[test]
+    fn affine_the_email_must_be_a_valid_address() {
+        // 0.27 resolves the claim and names it; 0.26's userinfo schema refuses it outright.
+        let idp = Idp::start();
+        let affine = affine_for("0.27.0", &idp, |_| {});
+        idp.set(|c| {
+            c.userinfo["email"] = json!("admin@localhost");
+            c.id_claims.insert("email".into(), json!("admin@localhost"));
+        });
+        assert_error(
+            &login(&affine, &idp),
+            400,
+            "INVALID_OAUTH_RESPONSE",
+            "Missing valid email claim in OIDC response. Tried userinfo and ID token claims: \"email\"",
+        );
+        let idp = Idp::start();
+        let affine = affine_for("0.26.1", &idp, |_| {});
+        idp.set(|c| c.userinfo["email"] = json!("admin@localhost"));
+        let got = login(&affine, &idp);
+        assert_error(&got, 400, "VALIDATION_ERROR", "Invalid email");
+    }
+
+    #[test]
+    fn affine_sign_up_for_oauth_off_refuses_a_first_login() {
+        let idp = Idp::start();
+        let affine = affine_for("0.26.1", &idp, |o| o.allow_signup_for_oauth = false);
+        assert_error(
+            &login(&affine, &idp),
+            403,
+            "SIGN_UP_FORBIDDEN",
+            "You are not allowed to sign up.",
+        );
+        assert!(affine.users().iter().all(|u| !u.created_by_oidc));
+    }
+
+    #[test]
+    fn affine_an_existing_user_with_the_email_is_taken_over_by_the_oidc_login() {
+        let idp = Idp::start();
+        let affine = affine_for("0.27.0", &idp, |o| {
+            o.users = vec![("Alice@Example.com".into(), "alice-pass-SECRET".into())];
+        });
+        let alice = affine
+            .users()
+            .into_iter()
+            .find(|u| u.email == "Alice@Example.com")
+            .unwrap();
+        idp.set(|c| {
+            c.userinfo["email"] = json!("alice@example.com");
+            c.id_claims
+                .insert("email".into(), json!("alice@example.com"));
+        });
+        let (status, body, cookies) = login(&affine, &idp);
+        assert_eq!((status, &body["id"]), (200, &json!(alice.id)), "{body}");
+        assert_eq!(affine.users().len(), 2, "no new user");
+        assert_eq!(affine.connected_accounts()[0].user_id, alice.id);
+        assert_eq!(
+            current_user(&affine, Some(&session_of(&cookies)))["email"],
+            "Alice@Example.com"
+        );
+    }
+
+    #[test]
+    fn affine_a_token_answer_without_id_token_fails_zod_from_0_25_7() {
+        let idp = Idp::start();
+        let affine = affine_for("0.25.7", &idp, |_| {});
+        idp.set(|c| c.id_token = false);
+        let got = login(&affine, &idp);
+        assert_error(&got, 400, "VALIDATION_ERROR", "\"id_token\"");
+    }
+
+    // --------------------------------------------------------------------------------------
+    // The whole login against the stand-in authentik (its authorize endpoint, flow executor,
+    // token endpoint, JWKS and userinfo), walked by the project's own browserless login.
+    // --------------------------------------------------------------------------------------
+
+    use affine_authentik::authentik::browser_login::BrowserLogin;
+    use affine_authentik::secret::Secret;
+    use support::authentik_standin::LoginUser;
+
+    const ALICE_PASSWORD: &str = "alice-pass-SECRET";
+
+    /// authentik `ak_version` with application `affine` (its provider tweaked) and user
+    /// alice, and AFFiNE `affine_version` configured with that provider.
+    fn pair(
+        ak_version: &str,
+        affine_version: &str,
+        provider: impl FnOnce(&mut ProviderState),
+        args: Value,
+        affine_opts: impl FnOnce(&mut AffineOptions),
+    ) -> (AuthentikStandin, AffineStandin) {
+        let ak = AuthentikStandin::start(AuthentikOptions::new(ak_version));
+        let mut opts = AffineOptions::new(affine_version);
+        opts.ssrf_guard = Some(false);
+        affine_opts(&mut opts);
+        let affine = AffineStandin::start(opts);
+        let mut p = ProviderState::new("affine");
+        p.redirect_uris = vec![("strict".into(), format!("{}/oauth/callback", affine.url()))];
+        provider(&mut p);
+        ak.add_provider("affine", p.clone());
+        ak.add_user(LoginUser::new("alice", ALICE_PASSWORD));
+        let (status, body) = write_oidc(
+            &affine,
+            json!({"clientId": p.client_id, "clientSecret": p.client_secret, "issuer": issuer_of(&ak), "args": args}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            eventually(Duration::from_secs(5), || affine.oidc_registered()),
+            "{:?}",
+            affine.discovery_attempts()
+        );
+        (ak, affine)
+    }
+
+    /// AFFiNE's preflight, authentik walked as alice, then AFFiNE's callback.
+    fn full_login(affine: &AffineStandin) -> (u16, Value, Vec<String>) {
+        let resp = client()
+            .post(format!("{}/api/oauth/preflight", affine.url()))
+            .json(&json!({"provider": "OIDC", "client_nonce": "verify-nonce"}))
+            .send()
+            .unwrap();
+        let url = resp.json::<Value>().unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let browser = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let callback_url = format!("{}/oauth/callback", affine.url());
+        let password = Secret::new(ALICE_PASSWORD);
+        let back = BrowserLogin::new(&browser, &callback_url, "alice", &password)
+            .run(&url)
+            .unwrap_or_else(|f| panic!("authentik refused the walk: {f:?}"));
+        callback(
+            affine,
+            json!({"code": back.code.expose(), "state": back.state, "client_nonce": "verify-nonce"}),
+        )
+    }
+
+    #[test]
+    fn affine_0_27_logs_in_through_authentik_2024_10_and_currentuser_is_the_authentik_user() {
+        let (ak, affine) = pair("2024.10.5", "0.27.0", |_| {}, json!({}), |_| {});
+        let (status, body, cookies) = full_login(&affine);
+        assert_eq!(status, 200, "{body}");
+        let sid = session_of(&cookies);
+        let me = current_user(&affine, Some(&sid));
+        assert_eq!(me["email"], "alice@example.com", "{me}");
+        let sub = ak.subject("affine", "alice").unwrap();
+        let accounts = affine.connected_accounts();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(
+            accounts[0].provider_account_id, sub,
+            "claim_id defaults to sub"
+        );
+        let out = client()
+            .get(format!("{}/api/auth/sign-out", affine.url()))
+            .header("Cookie", format!("affine_session={sid}"))
+            .send()
+            .unwrap();
+        assert_eq!(out.status().as_u16(), 200);
+        assert_eq!(current_user(&affine, Some(&sid)), Value::Null);
+    }
+
+    #[test]
+    fn affine_0_25_7_refuses_authentik_2026_2s_managed_email_mapping() {
+        let (_ak, affine) = pair("2026.2.2", "0.25.7", |_| {}, json!({}), |_| {});
+        assert_error(
+            &full_login(&affine),
+            400,
+            "INVALID_OAUTH_RESPONSE",
+            "Invalid OAuth response: Email for this account is not verified.",
+        );
+    }
+
+    #[test]
+    fn affine_0_25_6_accepts_an_unverified_email_but_needs_authentiks_offline_access() {
+        let (_ak, affine) = pair("2026.2.2", "0.25.6", |_| {}, json!({}), |_| {});
+        let got = full_login(&affine);
+        assert_error(&got, 400, "VALIDATION_ERROR", "\"refresh_token\"");
+        let (_ak, affine) = pair(
+            "2026.2.2",
+            "0.25.6",
+            |p| {
+                p.scope_mappings
+                    .push("goauthentik.io/providers/oauth2/scope-offline_access".into())
+            },
+            json!({"scope": "openid profile email offline_access"}),
+            |_| {},
+        );
+        let (status, body, _) = full_login(&affine);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    #[test]
+    fn affine_0_27_refuses_authentiks_encrypted_and_hs256_id_tokens() {
+        let (ak, affine) = pair("2024.10.5", "0.27.0", |_| {}, json!({}), |_| {});
+        let key = ak.key_pair("authentik Self-signed Certificate").unwrap();
+        assert!(ak.set_provider_fields("affine", json!({"encryption_key": key})));
+        assert_error(
+            &full_login(&affine),
+            400,
+            "INVALID_AUTH_STATE",
+            INVALID_AUTH_STATE,
+        );
+        let (_ak, affine) = pair(
+            "2024.10.5",
+            "0.27.0",
+            |p| p.signing_key = None,
+            json!({}),
+            |_| {},
+        );
+        assert_error(
+            &full_login(&affine),
+            400,
+            "INVALID_AUTH_STATE",
+            INVALID_AUTH_STATE,
+        );
+    }
+
+    #[test]
+    fn affine_a_client_secret_authentik_does_not_know_fails_with_invalid_client() {
+        let (ak, affine) = pair("2026.2.2", "0.26.1", |_| {}, json!({}), |_| {});
+        let mut value = affine.stored_oidc().unwrap();
+        value["clientSecret"] = json!("not-the-secret");
+        write_oidc(&affine, value);
+        assert!(eventually(Duration::from_secs(5), || affine.oidc_registered()));
+        let got = full_login(&affine);
+        assert_error(&got, 400, "INVALID_OAUTH_CALLBACK_CODE", "invalid_client");
+        drop(ak);
+    }
+
+    #[test]
+    fn affine_sign_up_for_oauth_off_refuses_authentiks_user() {
+        let (_ak, affine) = pair(
+            "2024.10.5",
+            "0.26.1",
+            |_| {},
+            json!({}),
+            |o| o.allow_signup_for_oauth = false,
+        );
+        assert_error(
+            &full_login(&affine),
+            403,
+            "SIGN_UP_FORBIDDEN",
+            "You are not allowed to sign up.",
+        );
+    }
+
+    /// Puts a custom `email` scope mapping returning `email_verified: True` on provider
+    /// `affine` in place of the managed one (authentik's documented remedy, made through its
+    /// API as an admin would).
+    fn use_verified_email_mapping(ak: &AuthentikStandin) {
+        let api =
+            |path: &str| format!("{}/api/v3/propertymappings/provider/scope/{path}", ak.url());
+        let created: Value = client()
+            .post(api(""))
+            .bearer_auth(ak.token())
+            .json(&json!({
+                "name": "AFFiNE email (verified)",
+                "scope_name": "email",
+                "expression": "return {\"email\": request.user.email, \"email_verified\": True}",
+            }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let managed: Value = client()
+            .get(api("?managed=goauthentik.io/providers/oauth2/scope-email"))
+            .bearer_auth(ak.token())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let managed_pk = managed["results"][0]["pk"].clone();
+        let mut mappings: Vec<Value> = ak.provider("affine").unwrap()["property_mappings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pk| **pk != managed_pk)
+            .cloned()
+            .collect();
+        assert!(!created["pk"].is_null(), "{created}");
+        mappings.push(created["pk"].clone());
+        assert!(ak.set_provider_fields("affine", json!({"property_mappings": mappings})));
+    }
+
+    #[test]
+    fn affine_0_25_7_to_0_27_log_in_through_authentik_2026_2_with_a_verified_email_mapping() {
+        for version in ["0.25.7", "0.26.1", "0.27.0"] {
+            let (ak, affine) = pair("2026.2.2", version, |_| {}, json!({}), |_| {});
+            use_verified_email_mapping(&ak);
+            let (status, body, cookies) = full_login(&affine);
+            assert_eq!(status, 200, "{version}: {body}");
+            let me = current_user(&affine, Some(&session_of(&cookies)));
+            assert_eq!(me["email"], "alice@example.com", "{version}: {me}");
+            assert!(affine
+                .users()
+                .iter()
+                .any(|u| u.created_by_oidc && u.email == "alice@example.com"));
+        }
+    }
+}

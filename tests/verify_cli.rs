@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use support::affine_standin::{AffineOptions, AffineStandin};
-use support::authentik_standin::{AuthentikOptions, AuthentikStandin, ProviderState};
+use support::authentik_standin::{AuthentikOptions, AuthentikStandin, LoginUser, ProviderState};
 use support::http_standin::{HttpServer, Request, Response, Service};
 use support::module_run::ModuleCall;
 use support::process::{closed_port, command, refs, Captured};
@@ -372,7 +372,7 @@ fn verify_chain(c: &Chain, creds: Creds, more: &[&str]) -> Verify {
 }
 
 /// Every check verify knows, in the order of the chain (and of its output).
-const ALL_CHECKS: [&str; 20] = [
+const ALL_CHECKS: [&str; 24] = [
     "discovery",
     "issuer",
     "jwks",
@@ -393,6 +393,10 @@ const ALL_CHECKS: [&str; 20] = [
     "authentik-email-verified",
     "client-secret",
     "affine-private-issuer",
+    "login-start",
+    "login-authentik",
+    "login-affine",
+    "login-user",
 ];
 /// What runs without any credentials.
 const AFFINE_CHECKS: [&str; 9] = [
@@ -448,16 +452,24 @@ fn a_correct_chain_passes_every_check_and_exits_0() {
         assert_eq!(last, "all checks passed");
 
         // With an authentik token and AFFiNE's administrator: every check passes but the
-        // private-address guard, which AFFiNE before 0.27 does not have.
+        // private-address guard, which AFFiNE before 0.27 does not have, and the login,
+        // which needs --login.
         let v = verify_chain(&c, ALL_CREDS, &[]);
         v.assert_exit(0);
+        let not_run = [
+            "affine-private-issuer",
+            "login-start",
+            "login-authentik",
+            "login-affine",
+            "login-user",
+        ];
         assert_eq!(
             v.ids_marked("PASS"),
-            all_checks_but(&["affine-private-issuer"]),
+            all_checks_but(&not_run),
             "{}",
             v.out.stdout
         );
-        assert_eq!(v.ids_marked("SKIP"), ["affine-private-issuer"]);
+        assert_eq!(v.ids_marked("SKIP"), not_run);
         assert!(
             v.ids_marked("WARN").is_empty(),
             "{version}: {}",
@@ -648,7 +660,14 @@ fn a_correct_chain_on_authentik_2024_6_passes_with_its_regex_redirect_uri() {
     );
     assert_eq!(
         v.ids_marked("SKIP"),
-        ["authentik-grant-types", "affine-private-issuer"]
+        [
+            "authentik-grant-types",
+            "affine-private-issuer",
+            "login-start",
+            "login-authentik",
+            "login-affine",
+            "login-user"
+        ]
     );
     assert!(v.check_text("authentik-redirect-uri").starts_with("PASS"));
     assert!(v
@@ -668,9 +687,9 @@ fn json_output_is_one_object_with_ok_and_every_check() {
     let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ALL_CHECKS.to_vec());
     assert!(
-        checks
-            .iter()
-            .all(|c| c["status"] == json!("pass") || c["id"] == json!("affine-private-issuer")),
+        checks.iter().all(|c| c["status"] == json!("pass")
+            || c["id"] == json!("affine-private-issuer")
+            || c["id"].as_str().unwrap().starts_with("login-")),
         "{doc}"
     );
 
@@ -1470,4 +1489,320 @@ fn the_managed_email_mapping_on_2025_10_fails_with_affine_0_25_7_and_warns_befor
             && text.contains("\"AFFiNE email (affine)\" says email_verified: true"),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// verify --login: the login itself, against stand-ins that log in as authentik and AFFiNE do
+
+const TESTER: &str = "affine-tester";
+const TESTER_PASSWORD: &str = "tester-password-SECRET-5e1a";
+const LOGIN_CHECKS: [&str; 4] = [
+    "login-start",
+    "login-authentik",
+    "login-affine",
+    "login-user",
+];
+
+/// A chain as the tool sets it up: the blueprint applied by `authentik_blueprint` (with
+/// `extra`), AFFiNE configured by `affine_oidc` (which fits the value to AFFiNE's version),
+/// and an authentik user to log in as.
+fn login_chain(authentik_version: &str, affine_opts: AffineOptions, extra: Value) -> Chain {
+    let authentik = AuthentikStandin::start(AuthentikOptions::new(authentik_version));
+    authentik.add_user(LoginUser::new(TESTER, TESTER_PASSWORD));
+    let affine = AffineStandin::start(affine_opts);
+    let url = affine.url();
+    let c = Chain::applied(authentik, affine, &url, extra);
+    configure_with_module(&c, CLIENT_SECRET);
+    c
+}
+
+fn affine_opts(version: &str) -> AffineOptions {
+    let mut opts = AffineOptions::new(version);
+    // Every stand-in listens on loopback, which AFFiNE 0.27's SSRF guard refuses.
+    opts.ssrf_guard = Some(false);
+    opts
+}
+
+/// `affine_oidc` pointing AFFiNE at the chain's issuer with `client_secret`, waiting until
+/// AFFiNE lists OIDC.
+fn configure_with_module(c: &Chain, client_secret: &str) {
+    ModuleCall::new(
+        "affine_oidc",
+        json!({
+            "affine_url": c.affine.url(),
+            "admin_email": ADMIN_EMAIL,
+            "admin_password": ADMIN_PASSWORD,
+            "issuer": c.issuer(),
+            "client_id": c.client_id,
+            "client_secret": client_secret,
+            "wait": true,
+            "wait_timeout": 20,
+        }),
+    )
+    .run(&[client_secret, ADMIN_PASSWORD])
+    .assert_ok();
+}
+
+/// `verify --login TESTER` with the password in the environment (never a flag).
+fn verify_login(c: &Chain, creds: Creds, password: &str) -> Verify {
+    verify_login_with(c, creds, password, &[])
+}
+
+fn verify_login_with(c: &Chain, creds: Creds, password: &str, more: &[&str]) -> Verify {
+    let affine_url = c.affine.url();
+    let authentik_url = c.authentik.url();
+    let token = c.authentik.token();
+    let mut env = vec![("AUTHENTIK_LOGIN_PASSWORD", password)];
+    if creds.authentik {
+        env.push(("AUTHENTIK_TOKEN", token.as_str()));
+    }
+    if creds.affine {
+        env.push(("AFFINE_ADMIN_EMAIL", ADMIN_EMAIL));
+        env.push(("AFFINE_ADMIN_PASSWORD", ADMIN_PASSWORD));
+    }
+    let mut args = vec![
+        "--affine-url",
+        &affine_url,
+        "--authentik-url",
+        &authentik_url,
+        "--login",
+        TESTER,
+    ];
+    args.extend_from_slice(more);
+    let v = verify(&args, &env);
+    v.out.assert_no_secrets(&[
+        TESTER_PASSWORD,
+        password,
+        CLIENT_SECRET,
+        ADMIN_PASSWORD,
+        &token,
+    ]);
+    v.out.assert_no_secrets(&refs(
+        &c.affine.session_material().into_iter().collect::<Vec<_>>(),
+    ));
+    v
+}
+
+#[test]
+fn the_tools_own_setup_logs_a_user_in_on_every_supported_pair_of_versions() {
+    for authentik_version in ["2024.10.2", "2025.8.3", "2026.2.2", "2026.8.0"] {
+        for affine_version in ["0.25.6", "0.26.1", "0.27.0"] {
+            let pair = format!("authentik {authentik_version} x AFFiNE {affine_version}");
+            let c = login_chain(authentik_version, affine_opts(affine_version), json!({}));
+            let v = verify_login(&c, ALL_CREDS, TESTER_PASSWORD);
+            for id in LOGIN_CHECKS {
+                assert!(
+                    v.check_text(id).starts_with("PASS"),
+                    "{pair}: {id}\n{}",
+                    v.out.stdout
+                );
+            }
+            assert!(v.ids_marked("FAIL").is_empty(), "{pair}: {}", v.out.stdout);
+            assert!(
+                v.check_text("login-user")
+                    .contains("affine-tester@example.com"),
+                "{pair}"
+            );
+            // The first login made the user in AFFiNE, as a person's would.
+            assert!(
+                c.affine
+                    .users()
+                    .iter()
+                    .any(|u| u.email == "affine-tester@example.com"),
+                "{pair}"
+            );
+        }
+    }
+}
+
+/// The broken links, each on today's releases (authentik 2026.2, AFFiNE 0.27) and without
+/// the authentik token, so that only the login checks can name them: each fails ALONE, at
+/// the step where a real login fails, with its own cause and fix.
+#[test]
+fn each_broken_link_fails_the_login_alone_with_its_own_cause() {
+    let today = |extra: Value| login_chain("2026.2.2", affine_opts("0.27.0"), extra);
+    let just_login = |v: &Verify, id: &str, words: &[&str]| {
+        v.assert_only_failed(&[(id, words)]);
+        let after = LOGIN_CHECKS.iter().skip_while(|c| **c != id).skip(1);
+        for later in after {
+            assert!(
+                v.check_text(later).starts_with("SKIP"),
+                "{later}: {}",
+                v.out.stdout
+            );
+        }
+    };
+
+    // authentik's managed email mapping: email_verified false, which AFFiNE refuses.
+    let c = today(json!({"email_verified": "authentik"}));
+    just_login(
+        &verify_login(&c, NO_CREDS, TESTER_PASSWORD),
+        "login-affine",
+        &[
+            "Email for this account is not verified",
+            "--email-verified true",
+        ],
+    );
+
+    // A client secret that differs between AFFiNE and authentik.
+    let c = today(json!({}));
+    configure_with_module(&c, "another-secret-SECRET-9b");
+    just_login(
+        &verify_login(&c, NO_CREDS, TESTER_PASSWORD),
+        "login-affine",
+        &["invalid_client", "client secret differs"],
+    );
+
+    // A wrong password.
+    let c = today(json!({}));
+    just_login(
+        &verify_login(&c, NO_CREDS, "not-the-password-SECRET"),
+        "login-authentik",
+        &[
+            "refused the password of \"affine-tester\"",
+            "AUTHENTIK_LOGIN_PASSWORD",
+        ],
+    );
+
+    // An MFA stage, which a login without a person cannot answer.
+    let authentik = AuthentikStandin::start(AuthentikOptions::new("2026.2.2"));
+    let mut tester = LoginUser::new(TESTER, TESTER_PASSWORD);
+    tester.mfa = true;
+    authentik.add_user(tester);
+    let affine = AffineStandin::start(affine_opts("0.27.0"));
+    let url = affine.url();
+    let c = Chain::applied(authentik, affine, &url, json!({}));
+    configure_with_module(&c, CLIENT_SECRET);
+    just_login(
+        &verify_login(&c, NO_CREDS, TESTER_PASSWORD),
+        "login-authentik",
+        &[
+            "ak-stage-authenticator-validate",
+            "default-authentication-flow",
+        ],
+    );
+
+    // AFFiNE creates no accounts at an OIDC login.
+    let mut opts = affine_opts("0.27.0");
+    opts.allow_signup_for_oauth = false;
+    let c = login_chain("2026.2.2", opts, json!({}));
+    just_login(
+        &verify_login(&c, NO_CREDS, TESTER_PASSWORD),
+        "login-affine",
+        &["SIGN_UP_FORBIDDEN", "allowSignupForOauth"],
+    );
+
+    // A blueprint made for another AFFiNE URL: authentik refuses AFFiNE's redirect URI.
+    let authentik = AuthentikStandin::start(AuthentikOptions::new("2026.2.2"));
+    authentik.add_user(LoginUser::new(TESTER, TESTER_PASSWORD));
+    let affine = AffineStandin::start(affine_opts("0.27.0"));
+    let mut c = Chain::applied(
+        authentik,
+        affine,
+        "https://affine.elsewhere.example",
+        json!({}),
+    );
+    // The client id follows the URL the blueprint was made for; AFFiNE sends that one.
+    c.client_id = c.authentik.provider("affine").unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    configure_with_module(&c, CLIENT_SECRET);
+    just_login(
+        &verify_login_with(
+            &c,
+            NO_CREDS,
+            TESTER_PASSWORD,
+            &["--client-id", &c.client_id],
+        ),
+        "login-authentik",
+        &["Redirect URI Error", "--affine-url"],
+    );
+}
+
+#[test]
+fn an_encryption_key_or_no_signing_key_fails_the_login_at_affine() {
+    // With an encryption key authentik sends a JWE; AFFiNE cannot verify it.
+    let c = login_chain("2026.2.2", affine_opts("0.27.0"), json!({}));
+    let key = c.authentik.provider("affine").unwrap()["signing_key"].clone();
+    patch_provider(&c.authentik, "affine", json!({"encryption_key": key}));
+    let v = verify_login(&c, NO_CREDS, TESTER_PASSWORD);
+    v.assert_only_failed(&[("login-affine", &["INVALID_AUTH_STATE", "encryption key"])]);
+
+    // Without a signing key: HS256 with the client secret, refused too (and the JWKS is
+    // empty, which `jwks` names).
+    patch_provider(
+        &c.authentik,
+        "affine",
+        json!({"encryption_key": null, "signing_key": null}),
+    );
+    let v = verify_login(&c, NO_CREDS, TESTER_PASSWORD);
+    v.assert_only_failed(&[
+        ("jwks", &["signing_key"]),
+        ("login-affine", &["INVALID_AUTH_STATE", "no signing key"]),
+    ]);
+}
+
+#[test]
+fn the_login_password_comes_from_the_environment_or_a_file_never_a_flag() {
+    let c = login_chain("2026.8.0", affine_opts("0.26.1"), json!({}));
+    // From a file, its final newline not part of it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{TESTER_PASSWORD}\n")).unwrap();
+    let affine_url = c.affine.url();
+    let authentik_url = c.authentik.url();
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--authentik-url",
+            &authentik_url,
+            "--login",
+            TESTER,
+            "--login-password-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    v.assert_exit(0);
+    assert!(
+        v.check_text("login-user").starts_with("PASS"),
+        "{}",
+        v.out.stdout
+    );
+    v.out.assert_no_secrets(&[TESTER_PASSWORD]);
+
+    // No password at all: a usage error before anything is asked.
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--authentik-url",
+            &authentik_url,
+            "--login",
+            TESTER,
+        ],
+        &[],
+    );
+    v.assert_exit(2);
+    assert!(
+        v.out.stderr.contains("AUTHENTIK_LOGIN_PASSWORD"),
+        "{}",
+        v.out.stderr
+    );
+    // There is no flag that takes the password itself.
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--login",
+            TESTER,
+            "--login-password",
+            TESTER_PASSWORD,
+        ],
+        &[],
+    );
+    v.assert_exit(2);
+    v.out.assert_no_secrets(&[TESTER_PASSWORD]);
 }

@@ -89,6 +89,15 @@ impl Credentials {
     }
 }
 
+/// AFFiNE's answer to a request it refused: its REST error (`{status, code, type, name,
+/// message}`).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: u16,
+    pub name: String,
+    pub message: String,
+}
+
 /// What one state read returns.
 #[derive(Debug, Clone)]
 pub struct ServerState {
@@ -329,11 +338,13 @@ impl AffineClient {
 
     /// `POST /api/oauth/preflight` for OIDC: the authorize URL AFFiNE would send a
     /// browser to.
-    pub fn oauth_preflight(&self) -> Result<String> {
+    /// `POST /api/oauth/preflight`: AFFiNE saves an OAuth state bound to `client_nonce`
+    /// and answers the IdP authorize URL a browser is sent to.
+    pub fn oauth_preflight(&self, client_nonce: &str) -> Result<String> {
         let response = self
             .http
             .post(self.base.join("api/oauth/preflight"))
-            .json(&json!({"provider": "OIDC", "client_nonce": "affine-authentik-verify"}))
+            .json(&json!({"provider": "OIDC", "client_nonce": client_nonce}))
             .send()
             .map_err(|e| describe_transport_error(&self.what(), &e))?;
         let status = response.status().as_u16();
@@ -348,6 +359,90 @@ impl AffineClient {
                     .unwrap_or("no message")
             ))),
         }
+    }
+
+    /// `POST /api/oauth/callback`, what AFFiNE's `/oauth/callback` page sends with the
+    /// `code` and `state` the IdP redirected to, and the preflight's client nonce. AFFiNE
+    /// then exchanges the code, verifies the id_token, reads the user and signs them in.
+    /// `Ok(Err(refusal))` is AFFiNE's own answer to a login it refused; on success this
+    /// client holds the new session, and the session material is returned for redacting.
+    pub fn oauth_callback(
+        &mut self,
+        code: &Secret,
+        state: &str,
+        client_nonce: &str,
+    ) -> Result<std::result::Result<Secret, Refusal>> {
+        let response = self
+            .http
+            .post(self.base.join("api/oauth/callback"))
+            .json(&json!({"code": code.expose(), "state": state, "client_nonce": client_nonce}))
+            .send()
+            .map_err(|e| describe_transport_error(&self.what(), &e))?;
+        let status = response.status().as_u16();
+        // AFFiNE's own errors are JSON, a 500 included; a proxy's 502-504 page is not.
+        if status > 500 {
+            return Err(server_error(&self.what(), status));
+        }
+        let cookies = session_cookies(&response);
+        let body = read_json(response, &self.what())?;
+        if status >= 300 {
+            let text = |k: &str| {
+                body.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            return Ok(Err(Refusal {
+                status,
+                name: text("name"),
+                message: text("message"),
+            }));
+        }
+        let Some(session) = cookies
+            .iter()
+            .find(|(n, _)| n == "affine_session")
+            .map(|(_, v)| Secret::new(v.clone()))
+        else {
+            return Err(Error::failed(format!(
+                "{} accepted the OIDC callback but set no affine_session cookie",
+                self.what()
+            )));
+        };
+        let header: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        self.auth = Some((COOKIE, Secret::new(header.join("; "))));
+        Ok(Ok(session))
+    }
+
+    /// The signed-in user's e-mail (`currentUser`), `None` when the session is not signed in.
+    pub fn current_user_email(&self) -> Result<Option<String>> {
+        let data = self
+            .graphql(graphql::CURRENT_USER_QUERY, None)
+            .map_err(|e| e.into_error(&self.what()))?;
+        Ok(data
+            .pointer("/currentUser/email")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    /// Ends this client's session (`GET /api/auth/sign-out`, AFFiNE's route).
+    pub fn sign_out(&mut self) -> Result<()> {
+        let Some((name, value)) = self.auth.take() else {
+            return Ok(());
+        };
+        let response = self
+            .http
+            .get(self.base.join("api/auth/sign-out"))
+            .header(name, value.expose())
+            .send()
+            .map_err(|e| describe_transport_error(&self.what(), &e))?;
+        let status = response.status().as_u16();
+        if status >= 300 {
+            return Err(Error::failed(format!(
+                "{} did not sign the session out (HTTP {status})",
+                self.what()
+            )));
+        }
+        Ok(())
     }
 
     fn graphql(

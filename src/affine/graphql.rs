@@ -33,8 +33,13 @@ pub const VALIDATE_QUERY: &str = "query affineAuthentikValidate($updates: [Updat
 /// type changed.
 pub const VALIDATE_MUTATION: &str = "mutation affineAuthentikValidate($updates: [UpdateAppConfigInput!]!) { validateAppConfig(updates: $updates) { module key valid error } }";
 
+/// Who the session belongs to: after `verify --login`, the authentik user's account.
+pub const CURRENT_USER_QUERY: &str =
+    "query affineAuthentikCurrentUser { currentUser { id email } }";
+
 /// Documents valid against the current schema, for the contract test.
-pub const CURRENT_SCHEMA_DOCUMENTS: [&str; 6] = [
+pub const CURRENT_SCHEMA_DOCUMENTS: [&str; 7] = [
+    CURRENT_USER_QUERY,
     VERSION_QUERY,
     OAUTH_PROVIDERS_QUERY,
     STATE_QUERY,

@@ -105,6 +105,13 @@ impl AffineVersion {
         self >= Self::at(27, 0)
     }
 
+    /// Before 0.25.7 AFFiNE's token answer schema requires a `refresh_token` (AFFiNE issues
+    /// #8752, #12774: "Validation error … refresh_token … Required"), which authentik issues
+    /// only for the `offline_access` scope; from 0.25.7 it is optional.
+    pub fn requires_refresh_token(self) -> bool {
+        self < Self::at(25, 7)
+    }
+
     /// 0.25.7+ refuses a login whose `email_verified` claim is false (AFFiNE PR #14061), and
     /// verifies the id_token against the JWKS.
     pub fn refuses_unverified_email(self) -> bool {

@@ -223,6 +223,18 @@ fn text_diff(
     }
 }
 
+/// What a present task returns about the blueprint: its name and the version it was made for.
+fn insert_blueprint_fields(rendered: &blueprint::Rendered, result: &mut Map<String, Value>) {
+    result.insert(
+        "blueprint_name".into(),
+        Value::String(rendered.spec.blueprint_name()),
+    );
+    result.insert(
+        "authentik_version".into(),
+        Value::String(rendered.spec.version.to_string()),
+    );
+}
+
 fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Value>> {
     let check = params.internal.check_mode;
     let existing = match std::fs::read(dest) {
@@ -304,14 +316,7 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
     text_diff(params, &header, &before_text, &rendered.yaml, &mut r);
     r.insert("dest".into(), Value::String(header));
     r.insert("checksum".into(), Value::String(new_hash));
-    r.insert(
-        "blueprint_name".into(),
-        Value::String(rendered.spec.blueprint_name()),
-    );
-    r.insert(
-        "authentik_version".into(),
-        Value::String(rendered.spec.version.to_string()),
-    );
+    insert_blueprint_fields(&rendered, &mut r);
     if let Some(b) = backup_file {
         r.insert("backup_file".into(), Value::String(b.display().to_string()));
     }
@@ -363,14 +368,7 @@ fn run_api(params: &Params, absent: bool, redactor: &mut Redactor) -> Result<Map
     let mut r = base_result(outcome.changed, outcome.msg, warnings);
     text_diff(params, &header, &outcome.before, &outcome.after, &mut r);
     if !absent {
-        r.insert(
-            "blueprint_name".into(),
-            Value::String(rendered.spec.blueprint_name()),
-        );
-        r.insert(
-            "authentik_version".into(),
-            Value::String(rendered.spec.version.to_string()),
-        );
+        insert_blueprint_fields(&rendered, &mut r);
     }
     Ok(r)
 }

@@ -231,6 +231,7 @@ mod tests {
                 "authentik_crypto.certificatekeypair name=authentik Self-signed Certificate @attrs.signing_key",
                 "authentik_providers_oauth2.scopemapping managed=goauthentik.io/providers/oauth2/scope-openid @attrs.property_mappings",
                 "authentik_providers_oauth2.scopemapping managed=goauthentik.io/providers/oauth2/scope-profile @attrs.property_mappings",
+                "authentik_providers_oauth2.scopemapping managed=goauthentik.io/providers/oauth2/scope-offline_access @attrs.property_mappings",
                 "authentik_core.group name=staff @attrs.group",
             ]
         );

@@ -25,8 +25,10 @@ pub fn default_provider_name(slug: &str) -> String {
 pub const DEFAULT_AUTHORIZATION_FLOW: &str = "default-provider-authorization-implicit-consent";
 pub const DEFAULT_INVALIDATION_FLOW: &str = "default-provider-invalidation-flow";
 pub const DEFAULT_SIGNING_KEY: &str = "authentik Self-signed Certificate";
-/// The scopes AFFiNE asks for (its default `openid profile email`): always in the blueprint.
-pub const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
+/// The scopes every blueprint maps: the three AFFiNE asks for (its default `openid profile
+/// email`), and `offline_access`, without which authentik issues no refresh token, which
+/// AFFiNE before 0.25.7 requires (affine_oidc asks for it there).
+pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
 /// The environment variable authentik reads the client secret from, by default.
 pub const DEFAULT_SECRET_ENV: &str = "AFFINE_OIDC_CLIENT_SECRET";
 

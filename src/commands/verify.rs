@@ -3,6 +3,7 @@ use crate::cli::VerifyArgs;
 use crate::commands::{http_options, resolve_oidc_client, ResolvedOidcClient};
 use crate::error::{Error, Result};
 use crate::secret::{Redactor, Secret};
+use crate::verify::login::LoginUser;
 use crate::verify::{self, AuthentikAccess, Check, Status, VerifyInput};
 use crate::web_url::BaseUrl;
 
@@ -66,12 +67,14 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
     if let Some(credentials) = &affine_credentials {
         redactor.add(credentials.secret());
     }
+    let login = login_user(args)?;
     let input = VerifyInput {
         affine_url,
         issuer,
         client_id,
         affine_credentials,
         authentik,
+        login,
         http: http_options(&args.http),
     };
     let checks = verify::run(&input, &mut redactor)?;
@@ -95,6 +98,45 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         );
     }
     Ok(ok)
+}
+
+/// `--login`'s user and password, or why there is no login. The password never comes from a
+/// flag: a command line is visible to every user of the machine and kept in shell history.
+fn login_user(args: &VerifyArgs) -> Result<std::result::Result<LoginUser, String>> {
+    let Some(username) = args.login.clone() else {
+        return Ok(Err(
+            "a login needs an authentik test user: give --login USERNAME, with its password in AUTHENTIK_LOGIN_PASSWORD or --login-password-file"
+                .to_string(),
+        ));
+    };
+    if username.trim().is_empty() || username.chars().any(char::is_control) {
+        return Err(Error::usage("--login needs an authentik user name"));
+    }
+    let password = match &args.login_password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::usage(format!(
+                    "cannot read --login-password-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            // A file's final newline is not part of the password.
+            text.strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text)
+                .to_string()
+        }
+        None => std::env::var("AUTHENTIK_LOGIN_PASSWORD").unwrap_or_default(),
+    };
+    if password.is_empty() {
+        return Err(Error::usage(
+            "--login needs the user's password: export AUTHENTIK_LOGIN_PASSWORD, or give --login-password-file PATH",
+        ));
+    }
+    Ok(Ok(LoginUser {
+        username,
+        password: Secret::new(password),
+    }))
 }
 
 fn human_line(check: &Check) -> String {

@@ -14,6 +14,7 @@ use crate::affine::oidc_value::OidcValue;
 use crate::affine::version::{AffineVersion, OIDC_ENVIRONMENT_VARIABLES};
 use crate::secret::Redactor;
 use crate::verify::check::Check;
+use crate::verify::login;
 use crate::web_url::{same_issuer, BaseUrl};
 
 /// The checks of AFFiNE's authorize URL, in order, for skipping them together.
@@ -215,7 +216,7 @@ pub fn check_preflight(
     if !server.is_some_and(ServerState::oidc_registered) {
         return Check::skip_all(&PREFLIGHT_CHECKS, "AFFiNE has no OIDC provider registered");
     }
-    match affine.oauth_preflight() {
+    match affine.oauth_preflight(&login::client_nonce()) {
         Ok(url) => check_authorize_url(&url, discovery, client_id, callback, stored),
         Err(e) => {
             let mut checks = vec![Check::fail(

@@ -5,12 +5,13 @@
 //! issuer discovery → issuer equality → signing keys → AFFiNE's version and registration →
 //! AFFiNE's stored setting (with admin credentials) → AFFiNE's authorize URL (endpoint,
 //! client id, redirect URI) → authentik's provider (with a token) → the client secret on
-//! both ends → AFFiNE 0.27+'s private-address guard.
+//! both ends → AFFiNE 0.27+'s private-address guard → with `--login`, the login itself.
 
 pub mod affine;
 pub mod authentik_provider;
 pub mod check;
 pub mod discovery;
+pub mod login;
 
 pub use authentik_provider::AuthentikAccess;
 pub use check::{all_passed, Check, Status};
@@ -30,6 +31,8 @@ pub struct VerifyInput {
     pub affine_credentials: Option<Credentials>,
     /// For the authentik checks; `Err(why)` when they cannot run.
     pub authentik: std::result::Result<AuthentikAccess, String>,
+    /// `--login`: the user who logs in; `Err(why)` when no login was asked for.
+    pub login: std::result::Result<login::LoginUser, String>,
     pub http: HttpOptions,
 }
 
@@ -81,5 +84,13 @@ pub fn run(input: &VerifyInput, redactor: &mut Redactor) -> Result<Vec<Check>> {
     ));
 
     checks.push(affine::check_private_issuer(server.as_ref(), &input.issuer));
+
+    checks.extend(login::check_login(
+        input.login.as_ref().map_err(String::as_str),
+        &input.affine_url,
+        &input.http,
+        input.authentik.as_ref().ok(),
+        redactor,
+    ));
     Ok(checks)
 }

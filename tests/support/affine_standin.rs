@@ -14,8 +14,7 @@
 //!   `text/plain` gets Apollo's 400 "POST body missing…". Nothing is executed either way.
 //! - 0.22-0.26 make their one discovery attempt before the `updateAppConfig` answer, so a poll
 //!   right after the write sees the final state.
-//! - The preflight URL carries PKCE (`code_challenge`, S256) from 0.26, where the contract
-//!   documents it; its query is encoded like JavaScript's `URLSearchParams` (space = `+`).
+//! - The preflight URL's query is encoded like JavaScript's `URLSearchParams` (space = `+`).
 //! - The discovery fetch follows redirects as 0.27's does (at most 3, each hop through the
 //!   SSRF guard when it is on); every version does so here, since authentik's router answers
 //!   the doubled slash AFFiNE builds with a 301.
@@ -25,6 +24,47 @@
 //!   [`AffineStandin::set_stored_oidc`] stands for the `OAUTH_OIDC_*` variables the server
 //!   started with: with the plugin on, OIDC registers from them as 0.21 does, without
 //!   discovery (the contract is silent on how 0.20 registers).
+//!
+//! The OIDC login (preflight, `POST /api/oauth/callback`, the session, sign-out) follows what
+//! was read from toeverything/AFFiNE (never copied; the facts, in this file's own code):
+//! - `packages/backend/server/src/plugins/oauth/controller.ts` and `service.ts`: the state
+//!   is a random UUID kept 3 hours (`OAUTH_STATE_TTL_MS`), the `state` query parameter is the
+//!   JSON `{"state": id, "provider", "pkce"?: {codeChallenge, codeChallengeMethod}}`, a
+//!   callback state longer than 36 characters is parsed as that JSON, one that is not 36 long
+//!   is INVALID_OAUTH_CALLBACK_STATE, an unknown or expired one OAUTH_STATE_EXPIRED; the
+//!   client nonce given at preflight must come back (INVALID_AUTH_STATE); the newest
+//!   `service.ts` (an `AuthChallengeStore`, taken here as 0.27) also refuses a callback
+//!   without one. Then the connected account (provider, account id), else SIGN_UP_FORBIDDEN
+//!   when `auth.allowSignupForOauth` is off, else the user found BY E-MAIL or created, a
+//!   connected account, the session cookies and `{id, redirectUri}`.
+//! - `providers/def.ts`: a non-2xx answer of the token or userinfo endpoint is
+//!   INVALID_OAUTH_CALLBACK_CODE with the IdP's status and body; a body that is not JSON is
+//!   INVALID_OAUTH_RESPONSE "Unable to parse JSON response from <url>".
+//! - `providers/oidc.ts`, three stored generations: before 0.25.7 (no PKCE, no nonce, no
+//!   id_token; the token answer must hold `expires_in` and `refresh_token`, userinfo `sub`,
+//!   `preferred_username`, a valid `email` and `name`; `claim_id` defaults to
+//!   `preferred_username`); 0.25.7 (AFFiNE PR #14061: PKCE S256, `nonce` = the state id, the
+//!   token answer must hold an `id_token`, verified with jose's `jwtVerify` against the
+//!   discovery's `jwks_uri` with issuer = the document's `issuer` and audience = the client
+//!   id, then its `nonce`, every failure INVALID_AUTH_STATE; userinfo `sub` must equal the
+//!   id_token's; claims from userinfo then the id_token, `claim_id` default `sub`;
+//!   `email_verified` false is INVALID_OAUTH_RESPONSE "Email for this account is not
+//!   verified"); and the newest, with discovery retries (0.27 here): the configured claims
+//!   are looked up in both sources, the e-mail must be a valid address ("Missing valid email
+//!   claim in OIDC response. Tried userinfo and ID token claims: ..."), `email_verified` may
+//!   be a boolean or "true/false/1/0/yes/no".
+//! - `base/error/def.ts`: names, types, messages and the HTTP status of each type; the REST
+//!   body is `{status, code, type, name, message, data?}`. `base/nestjs/exception.ts`: a zod
+//!   schema failure (e.g. a token answer without `refresh_token` before 0.25.7, issue #12774,
+//!   or without `id_token` from 0.25.7) becomes VALIDATION_ERROR "Validation error, errors:
+//!   <zod's issues as JSON>"; 0.17-0.20 answered it as an internal error (issue #8752).
+//! - `core/auth/controller.ts`: `GET /api/auth/sign-out` ends the session and answers `{}`.
+//!
+//! The stand-in's fetches of the token, JWKS and userinfo endpoints go through the same client
+//! as discovery (redirects, the 0.27 SSRF guard). Approximations: zod's messages are rebuilt
+//! for the checks made here (type, required, e-mail), not every zod wording; the id_token's
+//! key must be RSA (authentik's are); the newest controller's `exchangeCode` and its
+//! redirect-URI allow-list are not modelled.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
@@ -66,6 +106,9 @@ pub struct AffineOptions {
     pub https_secure_cookie: bool,
     /// The private-address guard on discovery fetches; `None` = by version (on from 0.27).
     pub ssrf_guard: Option<bool>,
+    /// `auth.allowSignupForOauth` (AFFiNE's default: on). Off, a first OIDC login of someone
+    /// without a connected account is SIGN_UP_FORBIDDEN.
+    pub allow_signup_for_oauth: bool,
 }
 
 impl AffineOptions {
@@ -79,6 +122,7 @@ impl AffineOptions {
             users: Vec::new(),
             https_secure_cookie: false,
             ssrf_guard: None,
+            allow_signup_for_oauth: true,
         }
     }
 }
@@ -91,6 +135,30 @@ pub struct DiscoveryAttempt {
     /// `Ok(())` or why the discovery failed (unreachable, status, bad document, issuer
     /// mismatch, SSRF refusal).
     pub outcome: Result<(), String>,
+}
+
+/// A user of the stand-in, as tests see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AffineUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub admin: bool,
+    /// Created by an OIDC login rather than seeded or set up with a password.
+    pub created_by_oidc: bool,
+}
+
+/// A row of AFFiNE's connected accounts: which IdP account signs in as which user.
+/// (The IdP's tokens AFFiNE stores there are kept out of it.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedAccount {
+    /// "OIDC".
+    pub provider: String,
+    /// The claim `claim_id` names (`sub` by default from 0.25.7, `preferred_username` before).
+    pub provider_account_id: String,
+    pub user_id: String,
+    /// Whether the IdP gave a refresh token with the last login.
+    pub has_refresh_token: bool,
 }
 
 /// A running stand-in AFFiNE on a loopback port; stops when dropped.
@@ -222,6 +290,39 @@ impl AffineStandin {
         lock(&self.inner.state).discovery_attempts.clone()
     }
 
+    /// Every user: the seeded ones and those OIDC logins created.
+    pub fn users(&self) -> Vec<AffineUser> {
+        lock(&self.inner.state)
+            .users
+            .iter()
+            .map(|u| AffineUser {
+                id: u.id.clone(),
+                email: u.email.clone(),
+                name: u.name.clone(),
+                admin: u.admin,
+                created_by_oidc: u.oidc_created,
+            })
+            .collect()
+    }
+
+    /// The connected accounts (AFFiNE's `connected_accounts` table), oldest first.
+    pub fn connected_accounts(&self) -> Vec<ConnectedAccount> {
+        lock(&self.inner.state).connected_accounts.clone()
+    }
+
+    /// Makes every saved OAuth state expired, as 3 hours after its preflight.
+    pub fn expire_oauth_states(&self) {
+        let now = Instant::now();
+        for s in lock(&self.inner.state).oauth_states.values_mut() {
+            s.expires_at = now;
+        }
+    }
+
+    /// Live sessions (each sign-in or OIDC login makes one; sign-out ends it).
+    pub fn session_count(&self) -> usize {
+        lock(&self.inner.state).sessions.len()
+    }
+
     /// Blocks until the stand-in is dropped (for the `standins` example).
     pub fn serve_forever(&self) {
         self.server.wait();
@@ -248,6 +349,8 @@ struct User {
     name: String,
     password: String,
     admin: bool,
+    /// Created by an OIDC login (AFFiNE's `fulfill` of an unknown e-mail).
+    oidc_created: bool,
 }
 
 /// What the registered OIDC provider knows: the authorize endpoint once discovery succeeded
@@ -255,6 +358,8 @@ struct User {
 #[derive(Clone, Debug)]
 struct OidcRegistration {
     authorization_endpoint: Option<String>,
+    /// The whole discovery document (token, userinfo and JWKS endpoints, issuer).
+    document: Option<Value>,
 }
 
 #[derive(Default)]
@@ -273,6 +378,9 @@ struct State {
     oidc_generation: u64,
     oidc: Option<OidcRegistration>,
     discovery_attempts: Vec<DiscoveryAttempt>,
+    /// Saved OAuth states by id (AFFiNE's cache entries `OAUTH_STATE:<uuid>`).
+    oauth_states: HashMap<String, OAuthState>,
+    connected_accounts: Vec<ConnectedAccount>,
     /// client address → (window start, hits)
     throttle: HashMap<IpAddr, (Instant, u32)>,
 }
@@ -313,8 +421,31 @@ impl Inner {
     fn checks_issuer_equality(&self) -> bool {
         self.at_least(26, 0)
     }
+    /// 0.25.7 (AFFiNE PR #14061): PKCE S256 and a `nonce` at preflight; at the callback the
+    /// `id_token` verified against the JWKS, userinfo's `sub` equal to it, claims from userinfo
+    /// then the id_token, `claim_id` default `sub`, `email_verified: false` refused. Before: none
+    /// of it, and the older token/userinfo schemas.
+    fn verifies_id_token(&self) -> bool {
+        self.at_least(25, 7)
+    }
     fn uses_pkce(&self) -> bool {
-        self.at_least(26, 0)
+        self.verifies_id_token()
+    }
+    /// The newest `oidc.ts` (the one with discovery retries): configured claims searched in
+    /// userinfo and id_token alike, the e-mail validated while resolving it, and
+    /// `email_verified` accepted as a word ("yes", "0", ...) in userinfo.
+    fn resolves_claims_in_both_sources(&self) -> bool {
+        self.retries_discovery()
+    }
+    /// The newest `service.ts` refuses a callback without a client nonce; older controllers
+    /// only compare it when the preflight gave one.
+    fn requires_client_nonce(&self) -> bool {
+        self.at_least(27, 0)
+    }
+    /// A zod schema failure: VALIDATION_ERROR from 0.21 (seen on 0.22.3, issue #12774);
+    /// an internal error before (seen on 0.19, issue #8752).
+    fn maps_zod_to_validation_error(&self) -> bool {
+        self.at_least(21, 0)
     }
     fn retries_discovery(&self) -> bool {
         self.at_least(27, 0)
@@ -350,6 +481,7 @@ impl Inner {
                 name: name_of(&opts.admin_email),
                 password: opts.admin_password.clone(),
                 admin: true,
+                oidc_created: false,
             });
         }
         for (email, password) in &opts.users {
@@ -359,6 +491,7 @@ impl Inner {
                 name: name_of(email),
                 password: password.clone(),
                 admin: false,
+                oidc_created: false,
             });
         }
         Inner {
@@ -674,6 +807,8 @@ impl Service for Inner {
             (_, "/graphql") => self.graphql(req),
             ("POST", "/api/auth/sign-in") => self.sign_in(req),
             ("POST", "/api/oauth/preflight") => self.preflight(req),
+            ("POST", "/api/oauth/callback") => self.oauth_callback(req),
+            ("GET", "/api/auth/sign-out") => self.sign_out(req),
             ("POST", "/api/setup/create-admin-user") => self.create_admin(req),
             (m, p) => AffineError::new(
                 404,
@@ -767,13 +902,20 @@ impl Inner {
             "name": u.name,
             "avatarUrl": null,
             "disabled": false,
-            "hasPassword": true,
+            // A user an OIDC login created has no password.
+            "hasPassword": !u.password.is_empty(),
             "emailVerified": true,
         })
     }
 
     /// Sets the session cookies as AFFiNE does (CONTRACTS.md §1 "Authentication").
     fn session_response(&self, user: &User) -> Response {
+        self.with_session_cookies(Response::json(200, &Self::user_json(user)), user)
+    }
+
+    /// A new session for `user`, its cookies added to `resp` (sign-in and the OAuth callback
+    /// set the same ones).
+    fn with_session_cookies(&self, resp: Response, user: &User) -> Response {
         let sid = uuid4();
         lock(&self.state)
             .sessions
@@ -783,7 +925,7 @@ impl Inner {
         } else {
             ""
         };
-        let mut resp = Response::json(200, &Self::user_json(user))
+        let mut resp = resp
             .with_header(
                 "Set-Cookie",
                 &format!("affine_session={sid}; Path=/; HttpOnly; SameSite=Lax{secure}"),
@@ -886,6 +1028,7 @@ impl Inner {
                     .unwrap_or_else(|| name_of(email)),
                 password: password.to_string(),
                 admin: true,
+                oidc_created: false,
             };
             st.users.push(user.clone());
             user
@@ -944,17 +1087,49 @@ impl Inner {
             },
         };
         let args = config["args"].as_object().cloned().unwrap_or_default();
-        // Scope defaults to `openid profile email`; `openid` is added when missing.
-        let mut scope = args
-            .get("scope")
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or("openid profile email")
-            .to_string();
-        if !scope.split_whitespace().any(|s| s == "openid") {
-            scope = format!("openid {scope}");
+        // AFFiNE builds the query as one object: `scope` (its default `openid profile email`,
+        // from 0.25.7 with `openid` put in front when missing) and then every non-`claim_*` arg
+        // spread after it, so a configured `scope` replaces that value as written (openid is
+        // never added to it) while keeping the key's place. Read from `providers/oidc.ts`.
+        let scope = match args.get("scope") {
+            None => "openid profile email".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        // The saved state: its id is the UUID AFFiNE's cache keys it by, and (0.25.7+) the
+        // id_token's expected nonce; the PKCE verifier never leaves the server.
+        let id = uuid4();
+        let pkce = self.uses_pkce().then(|| {
+            let verifier = base64url(random_token(96).as_bytes());
+            let challenge = base64url(&Sha256::digest(verifier.as_bytes()));
+            (verifier, challenge)
+        });
+        lock(&self.state).oauth_states.insert(
+            id.clone(),
+            OAuthState {
+                provider: provider.to_string(),
+                redirect_uri: body
+                    .get("redirect_uri")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                client_nonce: body
+                    .get("client_nonce")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                code_verifier: pkce.as_ref().map(|(v, _)| v.clone()),
+                expires_at: Instant::now() + OAUTH_STATE_TTL,
+            },
+        );
+        let mut payload = Map::new();
+        payload.insert("state".into(), json!(id));
+        payload.insert("provider".into(), json!(provider));
+        if let Some((_, challenge)) = &pkce {
+            payload.insert(
+                "pkce".into(),
+                json!({"codeChallenge": challenge, "codeChallengeMethod": "S256"}),
+            );
         }
-        let state = json!({"state": uuid4(), "provider": provider}).to_string();
+        let state = Value::Object(payload).to_string();
         let mut params: Vec<(String, String)> = vec![
             (
                 "client_id".into(),
@@ -964,8 +1139,8 @@ impl Inner {
                 "redirect_uri".into(),
                 format!("{}/oauth/callback", self.url),
             ),
-            ("response_type".into(), "code".into()),
             ("scope".into(), scope),
+            ("response_type".into(), "code".into()),
         ];
         // Other non-`claim_*` args become query parameters of the authorize URL.
         for (k, v) in &args {
@@ -979,9 +1154,8 @@ impl Inner {
             params.push((k.clone(), v));
         }
         params.push(("state".into(), state));
-        if self.uses_pkce() {
-            let verifier = random_token(64);
-            let challenge = base64url(&Sha256::digest(verifier.as_bytes()));
+        if let Some((_, challenge)) = pkce {
+            params.push(("nonce".into(), id));
             params.push(("code_challenge".into(), challenge));
             params.push(("code_challenge_method".into(), "S256".into()));
         }
@@ -1099,6 +1273,7 @@ impl Inner {
             // registered as soon as clientId and clientSecret are set, no discovery.
             lock(&self.state).oidc = Some(OidcRegistration {
                 authorization_endpoint: None,
+                document: None,
             });
             return;
         }
@@ -1118,6 +1293,7 @@ impl Inner {
         if st.oidc_generation == generation {
             st.oidc = result.ok().map(|doc| OidcRegistration {
                 authorization_endpoint: doc["authorization_endpoint"].as_str().map(str::to_string),
+                document: Some(doc),
             });
         }
     }
@@ -1193,6 +1369,7 @@ fn spawn_discovery(inner: Arc<Inner>, issuer: String, generation: u64) {
                         authorization_endpoint: doc["authorization_endpoint"]
                             .as_str()
                             .map(str::to_string),
+                        document: Some(doc),
                     });
                 }
                 return;
@@ -1652,5 +1829,761 @@ impl Inner {
         }
         out.insert("data".into(), data);
         Response::json(200, &Value::Object(out))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OIDC login: the callback, AFFiNE's claim rules, users, sign-out (sources: the module doc).
+// ---------------------------------------------------------------------------------------------
+
+/// AFFiNE keeps an OAuth state 3 hours (`OAUTH_STATE_TTL_MS` in `service.ts`).
+const OAUTH_STATE_TTL: Duration = Duration::from_secs(3 * 3600);
+
+/// One saved OAuth state (AFFiNE's `OAuthState`).
+#[derive(Clone, Debug)]
+struct OAuthState {
+    provider: String,
+    redirect_uri: Option<String>,
+    client_nonce: Option<String>,
+    /// PKCE verifier (0.25.7+); only the challenge went into the authorize URL.
+    code_verifier: Option<String>,
+    expires_at: Instant,
+}
+
+/// What AFFiNE makes of the IdP's answers once its claim rules ran (`OAuthAccount`).
+struct ExternalAccount {
+    id: String,
+    email: String,
+    name: Option<String>,
+}
+
+/// AFFiNE's user-friendly errors of the login, as `base/error/def.ts` defines them (type →
+/// status: bad_request and invalid_input 400, action_forbidden 403, internal 500).
+impl AffineError {
+    fn missing_oauth_query_parameter(name: &str) -> Self {
+        Self::new(
+            400,
+            "BAD_REQUEST",
+            "MISSING_OAUTH_QUERY_PARAMETER",
+            format!("Missing query parameter `{name}`."),
+        )
+        .with_data(json!({"name": name}))
+    }
+    fn unknown_oauth_provider(name: &str) -> Self {
+        Self::new(
+            400,
+            "INVALID_INPUT",
+            "UNKNOWN_OAUTH_PROVIDER",
+            format!("Unknown authentication provider {name}."),
+        )
+        .with_data(json!({"name": name}))
+    }
+    fn invalid_oauth_callback_state() -> Self {
+        Self::new(
+            400,
+            "BAD_REQUEST",
+            "INVALID_OAUTH_CALLBACK_STATE",
+            "Invalid callback state parameter.".into(),
+        )
+    }
+    fn oauth_state_expired() -> Self {
+        Self::new(
+            400,
+            "BAD_REQUEST",
+            "OAUTH_STATE_EXPIRED",
+            "OAuth state expired, please try again.".into(),
+        )
+    }
+    fn invalid_auth_state() -> Self {
+        Self::new(
+            400,
+            "BAD_REQUEST",
+            "INVALID_AUTH_STATE",
+            "Invalid auth state. You might start the auth progress from another device.".into(),
+        )
+    }
+    fn invalid_oauth_callback_code(status: u16, body: &str) -> Self {
+        Self::new(
+            400,
+            "BAD_REQUEST",
+            "INVALID_OAUTH_CALLBACK_CODE",
+            format!(
+                "Invalid callback code parameter, provider response status: {status} and body: {body}."
+            ),
+        )
+        .with_data(json!({"status": status, "body": body}))
+    }
+    fn invalid_oauth_response(reason: &str) -> Self {
+        Self::new(
+            400,
+            "BAD_REQUEST",
+            "INVALID_OAUTH_RESPONSE",
+            format!("Invalid OAuth response: {reason}."),
+        )
+        .with_data(json!({"reason": reason}))
+    }
+    fn sign_up_forbidden() -> Self {
+        Self::new(
+            403,
+            "ACTION_FORBIDDEN",
+            "SIGN_UP_FORBIDDEN",
+            "You are not allowed to sign up.".into(),
+        )
+    }
+    fn validation_error(errors: &str) -> Self {
+        Self::new(
+            400,
+            "INVALID_INPUT",
+            "VALIDATION_ERROR",
+            format!("Validation error, errors: {errors}"),
+        )
+        .with_data(json!({"errors": errors}))
+    }
+    fn internal() -> Self {
+        Self::new(
+            500,
+            "INTERNAL_SERVER_ERROR",
+            "INTERNAL_SERVER_ERROR",
+            "An internal error occurred.".into(),
+        )
+    }
+}
+
+/// The zod field types AFFiNE's token and userinfo schemas use.
+#[derive(Clone, Copy)]
+enum Zod {
+    Str,
+    /// `z.string().email()`
+    Email,
+    Num,
+    /// `z.number().positive()`
+    PositiveNum,
+    Bool,
+    /// `z.union([z.boolean(), z.enum(['true','false','1','0','yes','no'])])`
+    BoolOrWord,
+}
+
+/// Checks an object against `(field, type, required)` like zod's `object().passthrough()`;
+/// `Err` holds zod's issue list as `ZodError.message` prints it (JSON, two-space indent).
+fn zod_check(v: &Value, fields: &[(&str, Zod, bool)]) -> Result<(), String> {
+    let mut issues: Vec<Value> = Vec::new();
+    let Some(obj) = v.as_object() else {
+        issues.push(json!({"code": "invalid_type", "expected": "object", "received": type_name(v), "path": [], "message": format!("Expected object, received {}", type_name(v))}));
+        return Err(serde_json::to_string_pretty(&issues).unwrap_or_default());
+    };
+    for &(name, kind, required) in fields {
+        let expected = match kind {
+            Zod::Str | Zod::Email => "string",
+            Zod::Num | Zod::PositiveNum => "number",
+            Zod::Bool => "boolean",
+            Zod::BoolOrWord => "union",
+        };
+        match obj.get(name) {
+            None if required => issues.push(json!({"code": "invalid_type", "expected": expected, "received": "undefined", "path": [name], "message": "Required"})),
+            None => {}
+            Some(value) => {
+                let ok_type = match kind {
+                    Zod::Str | Zod::Email => value.is_string(),
+                    Zod::Num | Zod::PositiveNum => value.is_number(),
+                    Zod::Bool => value.is_boolean(),
+                    Zod::BoolOrWord => {
+                        value.is_boolean()
+                            || value.as_str().is_some_and(|s| {
+                                ["true", "false", "1", "0", "yes", "no"].contains(&s)
+                            })
+                    }
+                };
+                if !ok_type {
+                    if matches!(kind, Zod::BoolOrWord) {
+                        issues.push(json!({"code": "invalid_union", "path": [name], "message": "Invalid input"}));
+                    } else {
+                        issues.push(json!({"code": "invalid_type", "expected": expected, "received": type_name(value), "path": [name], "message": format!("Expected {expected}, received {}", type_name(value))}));
+                    }
+                } else if matches!(kind, Zod::Email) && !is_zod_email(value.as_str().unwrap_or("")) {
+                    issues.push(json!({"validation": "email", "code": "invalid_string", "message": "Invalid email", "path": [name]}));
+                } else if matches!(kind, Zod::PositiveNum) && value.as_f64().unwrap_or(0.0) <= 0.0 {
+                    issues.push(json!({"code": "too_small", "minimum": 0, "type": "number", "inclusive": false, "exact": false, "message": "Number must be greater than 0", "path": [name]}));
+                }
+            }
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(serde_json::to_string_pretty(&issues).unwrap_or_default())
+    }
+}
+
+/// zod 3's e-mail rule: a local part of letters, digits and `_'+-.` (not starting with a dot,
+/// no `..`, not ending in `'` or `.`), `@`, dot-separated labels starting with a letter or
+/// digit, and a top-level label of at least two letters (`admin@localhost` fails).
+fn is_zod_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && !local.starts_with('.')
+        && !s.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_'+-.".contains(c))
+        && local
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || "_+-".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let Some((tld, rest)) = labels.split_last() else {
+        return false;
+    };
+    let domain_ok = !rest.is_empty()
+        && rest.iter().all(|l| {
+            l.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && tld.len() >= 2
+        && tld.chars().all(|c| c.is_ascii_alphabetic());
+    local_ok && domain_ok
+}
+
+/// JavaScript's truthiness of a JSON value (`!value` in AFFiNE's checks).
+fn js_truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(_) => true,
+    }
+}
+
+/// AFFiNE's `extractString`: a non-empty string, else nothing.
+fn extract_string(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// AFFiNE's `extractBoolean`: a boolean, or one of the words, case-insensitively.
+fn extract_boolean(v: Option<&Value>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Inner {
+    fn oauth_callback(&self, req: &Request) -> Response {
+        match self.try_oauth_callback(req) {
+            Ok(resp) => resp,
+            Err(e) => e.rest(),
+        }
+    }
+
+    /// `POST /api/oauth/callback {code, state, client_nonce}`, step by step as AFFiNE's
+    /// controller and OIDC provider do it, each failure with AFFiNE's own error.
+    fn try_oauth_callback(&self, req: &Request) -> Result<Response, AffineError> {
+        let body = req.json().unwrap_or(Value::Null);
+        let field = |k: &str| extract_string(body.get(k));
+        let code =
+            field("code").ok_or_else(|| AffineError::missing_oauth_query_parameter("code"))?;
+        let mut state_id =
+            field("state").ok_or_else(|| AffineError::missing_oauth_query_parameter("state"))?;
+        let client_nonce = field("client_nonce");
+        // The browser hands back the whole JSON `state` of the authorize URL.
+        if state_id.chars().count() > 36 {
+            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&state_id) {
+                if let Some(Value::String(id)) = m.get("state") {
+                    state_id = id.clone();
+                }
+            }
+        }
+        if state_id.chars().count() != 36 {
+            return Err(AffineError::invalid_oauth_callback_state());
+        }
+        let state = lock(&self.state)
+            .oauth_states
+            .get(&state_id)
+            .filter(|s| Instant::now() < s.expires_at)
+            .cloned()
+            .ok_or_else(AffineError::oauth_state_expired)?;
+        let saved_nonce = state.client_nonce.clone().filter(|n| !n.is_empty());
+        if !self.requires_client_nonce() {
+            if let Some(saved) = &saved_nonce {
+                if client_nonce.as_ref() != Some(saved) {
+                    return Err(AffineError::invalid_auth_state());
+                }
+            }
+        }
+        let registration = lock(&self.state)
+            .oidc
+            .clone()
+            .filter(|_| state.provider == "OIDC")
+            .ok_or_else(|| AffineError::unknown_oauth_provider(&state.provider))?;
+        if self.requires_client_nonce()
+            && (client_nonce.is_none() || saved_nonce.is_none() || client_nonce != saved_nonce)
+        {
+            return Err(AffineError::invalid_auth_state());
+        }
+        let doc = match registration.document {
+            Some(doc) => doc,
+            // 0.21 registered without discovery; the login needs the endpoints now.
+            None => self
+                .discover(self.effective_oidc()["issuer"].as_str().unwrap_or(""))
+                .map_err(|_| AffineError::internal())?,
+        };
+        let config = self.effective_oidc();
+        let client_id = config["clientId"].as_str().unwrap_or("").to_string();
+        let args = config["args"].as_object().cloned().unwrap_or_default();
+
+        // 1. The code for tokens.
+        if self.uses_pkce() && state.code_verifier.is_none() {
+            return Err(AffineError::invalid_auth_state());
+        }
+        let mut form = vec![
+            ("code", code),
+            ("client_id", client_id.clone()),
+            (
+                "client_secret",
+                config["clientSecret"].as_str().unwrap_or("").to_string(),
+            ),
+            ("redirect_uri", format!("{}/oauth/callback", self.url)),
+            ("grant_type", "authorization_code".to_string()),
+        ];
+        if let Some(v) = &state.code_verifier {
+            form.push(("code_verifier", v.clone()));
+        }
+        let form: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let token_endpoint = doc["token_endpoint"].as_str().unwrap_or("");
+        let tokens = self.idp_fetch(token_endpoint, Some(form.join("&")), None)?;
+        let token_schema: &[(&str, Zod, bool)] = if self.verifies_id_token() {
+            &[
+                ("access_token", Zod::Str, true),
+                ("expires_in", Zod::PositiveNum, false),
+                ("refresh_token", Zod::Str, false),
+                ("scope", Zod::Str, false),
+                ("token_type", Zod::Str, true),
+                ("id_token", Zod::Str, true),
+            ]
+        } else {
+            // Before 0.25.7 a refresh token was required: authentik sends one only for the
+            // offline_access scope (AFFiNE issues #8752, #12774).
+            &[
+                ("access_token", Zod::Str, true),
+                ("expires_in", Zod::Num, true),
+                ("refresh_token", Zod::Str, true),
+                ("scope", Zod::Str, false),
+                ("token_type", Zod::Str, true),
+            ]
+        };
+        zod_check(&tokens, token_schema).map_err(|e| self.zod_error(&e))?;
+        let access_token = tokens["access_token"].as_str().unwrap_or("").to_string();
+        let has_refresh_token = tokens["refresh_token"].is_string();
+
+        // 2.-4. The account, by the version's rules.
+        let account = if self.verifies_id_token() {
+            let id_token = tokens["id_token"].as_str().unwrap_or("");
+            let claims = self
+                .verify_id_token(id_token, &doc, &client_id, &state_id)
+                .map_err(|_| AffineError::invalid_auth_state())?;
+            let userinfo_endpoint = doc["userinfo_endpoint"].as_str().unwrap_or("");
+            let user = self.idp_fetch(userinfo_endpoint, None, Some(&access_token))?;
+            self.account_from_claims(&user, &claims, &args)?
+        } else {
+            let userinfo_endpoint = doc["userinfo_endpoint"].as_str().unwrap_or("");
+            let user = self.idp_fetch(userinfo_endpoint, None, Some(&access_token))?;
+            self.account_before_0_25_7(&user, &args)?
+        };
+
+        // 5. The connected account, or a user found or created by e-mail.
+        let user = self.user_for_oidc_account(&account, has_refresh_token)?;
+        let mut out = Map::new();
+        out.insert("id".into(), json!(user.id));
+        if let Some(r) = &state.redirect_uri {
+            out.insert("redirectUri".into(), json!(r));
+        }
+        Ok(self.with_session_cookies(Response::json(200, &Value::Object(out)), &user))
+    }
+
+    fn zod_error(&self, issues: &str) -> AffineError {
+        if self.maps_zod_to_validation_error() {
+            AffineError::validation_error(issues)
+        } else {
+            AffineError::internal()
+        }
+    }
+
+    /// A fetch of the IdP's token (form POST) or userinfo (Bearer GET) endpoint as
+    /// `providers/def.ts`'s `fetchJson` does it: a non-2xx answer is
+    /// INVALID_OAUTH_CALLBACK_CODE, an empty body `{}`, a body that is not JSON
+    /// INVALID_OAUTH_RESPONSE (before 0.25.7 an internal error). A refused or unreachable host
+    /// is an uncaught fetch error: an internal error.
+    fn idp_fetch(
+        &self,
+        url: &str,
+        form: Option<String>,
+        bearer: Option<&str>,
+    ) -> Result<Value, AffineError> {
+        if self.ssrf_guard() && ssrf_check(url).is_err() {
+            return Err(AffineError::internal());
+        }
+        let mut request = match &form {
+            Some(body) => self
+                .http
+                .post(url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body.clone()),
+            None => self.http.get(url),
+        };
+        request = request.header("Accept", "application/json");
+        if let Some(token) = bearer {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let resp = request.send().map_err(|_| AffineError::internal())?;
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(AffineError::invalid_oauth_callback_code(status, &text));
+        }
+        if text.is_empty() && self.verifies_id_token() {
+            return Ok(json!({}));
+        }
+        serde_json::from_str(&text).map_err(|_| {
+            if self.verifies_id_token() {
+                AffineError::invalid_oauth_response(&format!(
+                    "Unable to parse JSON response from {url}"
+                ))
+            } else {
+                AffineError::internal()
+            }
+        })
+    }
+
+    /// jose's `jwtVerify` against the discovery's `jwks_uri` (issuer = the document's
+    /// `issuer`, audience = the client id, `exp`/`nbf` when present, no clock tolerance), then
+    /// the `nonce` AFFiNE sent (its state id). Every failure is one reason: AFFiNE turns them
+    /// all into INVALID_AUTH_STATE.
+    fn verify_id_token(
+        &self,
+        token: &str,
+        doc: &Value,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Map<String, Value>, String> {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        // A JWE has five parts; jose's compact JWS reader refuses anything but three.
+        if token.split('.').count() != 3 {
+            return Err("JWSInvalid: Invalid Compact JWS".into());
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("JWSInvalid: {e}"))?;
+        let jwks_uri = doc["jwks_uri"].as_str().unwrap_or("");
+        if self.ssrf_guard() {
+            ssrf_check(jwks_uri)?;
+        }
+        let jwks: Value = self
+            .http
+            .get(jwks_uri)
+            .header("Accept", "application/json")
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json())
+            .map_err(|e| format!("JWKS fetch failed: {e}"))?;
+        let rsa = matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        );
+        // An HS256 token (a provider without a signing key) finds no key in an RSA JWKS.
+        let alg_name = format!("{:?}", header.alg);
+        let candidates: Vec<&Value> = jwks["keys"]
+            .as_array()
+            .map(|keys| {
+                keys.iter()
+                    .filter(|k| rsa && k["kty"] == "RSA")
+                    .filter(|k| k.get("use").is_none_or(|u| u == "sig"))
+                    .filter(|k| {
+                        header
+                            .kid
+                            .as_ref()
+                            .is_none_or(|kid| k["kid"] == kid.as_str())
+                    })
+                    .filter(|k| k.get("alg").is_none_or(|a| a == alg_name.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut why =
+            "JWKSNoMatchingKey: no applicable key found in the JSON Web Key Set".to_string();
+        for key in candidates {
+            let (Some(n), Some(e)) = (key["n"].as_str(), key["e"].as_str()) else {
+                continue;
+            };
+            let Ok(decoding) = DecodingKey::from_rsa_components(n, e) else {
+                continue;
+            };
+            let mut validation = Validation::new(header.alg);
+            validation.leeway = 0;
+            validation.validate_nbf = true;
+            // jose checks `exp`/`nbf` only when present, but with the issuer and audience
+            // options set a token without `iss` or `aud` fails.
+            validation.required_spec_claims =
+                ["iss", "aud"].into_iter().map(String::from).collect();
+            validation.set_issuer(&[doc["issuer"].as_str().unwrap_or("")]);
+            validation.set_audience(&[client_id]);
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &decoding, &validation) {
+                Ok(data) => {
+                    if data.claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+                        return Err("nonce mismatch".into());
+                    }
+                    return Ok(data.claims);
+                }
+                Err(e) => why = e.to_string(),
+            }
+        }
+        Err(why)
+    }
+
+    /// 0.25.7+: userinfo's schema, its `sub` against the id_token's, then the claims
+    /// (userinfo first, then the id_token) with `args.claim_*` and AFFiNE's defaults.
+    fn account_from_claims(
+        &self,
+        user: &Value,
+        id_claims: &Map<String, Value>,
+        args: &Map<String, Value>,
+    ) -> Result<ExternalAccount, AffineError> {
+        let newest = self.resolves_claims_in_both_sources();
+        let schema: &[(&str, Zod, bool)] = if newest {
+            &[
+                ("sub", Zod::Str, true),
+                ("preferred_username", Zod::Str, false),
+                ("email", Zod::Str, false),
+                ("name", Zod::Str, false),
+                ("email_verified", Zod::BoolOrWord, false),
+            ]
+        } else {
+            &[
+                ("sub", Zod::Str, true),
+                ("preferred_username", Zod::Str, false),
+                ("email", Zod::Email, true),
+                ("name", Zod::Str, false),
+                ("email_verified", Zod::Bool, false),
+            ]
+        };
+        zod_check(user, schema).map_err(|e| self.zod_error(&e))?;
+        let user_sub = extract_string(user.get("sub"));
+        let id_sub = id_claims.get("sub");
+        if user_sub.is_none() || !js_truthy(id_sub) {
+            return Err(AffineError::invalid_oauth_response(
+                "Missing subject claim in OIDC response",
+            ));
+        }
+        if id_sub != user.get("sub") {
+            return Err(AffineError::invalid_oauth_response(
+                "Subject mismatch between ID token and userinfo response",
+            ));
+        }
+        let claim = |key: &str, default: &str| {
+            args.get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default)
+                .to_string()
+        };
+        let (id_claim, email_claim, name_claim, verified_claim) = (
+            claim("claim_id", "sub"),
+            claim("claim_email", "email"),
+            claim("claim_name", "name"),
+            claim("claim_email_verified", "email_verified"),
+        );
+        let sources = [
+            user.as_object().cloned().unwrap_or_default(),
+            id_claims.clone(),
+        ];
+        let (id, email, verified, name) = if newest {
+            // The configured claim (or the default) in userinfo, then in the id_token.
+            let find_str = |c: &str| sources.iter().find_map(|s| extract_string(s.get(c)));
+            let email = sources
+                .iter()
+                .find_map(|s| extract_string(s.get(&email_claim)).filter(|e| is_zod_email(e)));
+            let verified = sources
+                .iter()
+                .find_map(|s| extract_boolean(s.get(&verified_claim)));
+            (find_str(&id_claim), email, verified, find_str(&name_claim))
+        } else {
+            // The configured claim in userinfo, else the id_token's standard claim.
+            let id = extract_string(user.get(&id_claim)).or_else(|| {
+                id_claims
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            let email = extract_string(user.get(&email_claim))
+                .or_else(|| extract_string(id_claims.get("email")));
+            let verified = extract_boolean(user.get(&verified_claim))
+                .or_else(|| extract_boolean(id_claims.get("email_verified")));
+            let name = extract_string(user.get(&name_claim))
+                .or_else(|| extract_string(id_claims.get("name")));
+            (id, email, verified, name)
+        };
+        let Some(id) = id else {
+            return Err(AffineError::invalid_oauth_response(
+                "Missing required claim for user identifier",
+            ));
+        };
+        let Some(email) = email else {
+            return Err(AffineError::invalid_oauth_response(&if newest {
+                format!("Missing valid email claim in OIDC response. Tried userinfo and ID token claims: \"{email_claim}\"")
+            } else {
+                "Missing required claim for email".to_string()
+            }));
+        };
+        if verified == Some(false) {
+            return Err(AffineError::invalid_oauth_response(
+                "Email for this account is not verified",
+            ));
+        }
+        Ok(ExternalAccount { id, email, name })
+    }
+
+    /// Before 0.25.7: userinfo alone, which must hold `sub`, `preferred_username`, a valid
+    /// `email` and `name`; id = `claim_id` (default `preferred_username`), e-mail =
+    /// `claim_email`; `email_verified` is not looked at.
+    fn account_before_0_25_7(
+        &self,
+        user: &Value,
+        args: &Map<String, Value>,
+    ) -> Result<ExternalAccount, AffineError> {
+        zod_check(
+            user,
+            &[
+                ("sub", Zod::Str, true),
+                ("preferred_username", Zod::Str, true),
+                ("email", Zod::Email, true),
+                ("name", Zod::Str, true),
+            ],
+        )
+        .map_err(|e| self.zod_error(&e))?;
+        let claim = |key: &str, default: &str| {
+            args.get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default)
+                .to_string()
+        };
+        let as_text = |v: Option<&Value>| {
+            v.filter(|v| js_truthy(Some(v))).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        };
+        let id = as_text(user.get(claim("claim_id", "preferred_username")));
+        let email = as_text(user.get(claim("claim_email", "email")));
+        let missing: Vec<&str> = [("id", id.is_none()), ("email", email.is_none())]
+            .iter()
+            .filter(|(_, m)| *m)
+            .map(|(k, _)| *k)
+            .collect();
+        if !missing.is_empty() {
+            return Err(AffineError::invalid_oauth_response(&format!(
+                "Missing required claims: {}",
+                missing.join(", ")
+            )));
+        }
+        Ok(ExternalAccount {
+            id: id.unwrap_or_default(),
+            email: email.unwrap_or_default(),
+            // Not passed on to the new user before 0.25.7.
+            name: None,
+        })
+    }
+
+    /// AFFiNE's `getOrCreateUserFromOauth`: the connected account for (OIDC, account id), or,
+    /// when `auth.allowSignupForOauth` allows it, the user with that e-mail (an existing
+    /// account is taken over) or a new one, and a connected account for it.
+    fn user_for_oidc_account(
+        &self,
+        account: &ExternalAccount,
+        has_refresh_token: bool,
+    ) -> Result<User, AffineError> {
+        let mut st = lock(&self.state);
+        if let Some(ca) = st
+            .connected_accounts
+            .iter_mut()
+            .find(|c| c.provider == "OIDC" && c.provider_account_id == account.id)
+        {
+            ca.has_refresh_token = has_refresh_token;
+            let user_id = ca.user_id.clone();
+            return st
+                .users
+                .iter()
+                .find(|u| u.id == user_id)
+                .cloned()
+                .ok_or_else(AffineError::internal);
+        }
+        if !self.opts.allow_signup_for_oauth {
+            return Err(AffineError::sign_up_forbidden());
+        }
+        let existing = st
+            .users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(&account.email))
+            .cloned();
+        let user = match existing {
+            Some(u) => u,
+            None => {
+                let u = User {
+                    id: uuid4(),
+                    email: account.email.clone(),
+                    name: account
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| name_of(&account.email)),
+                    password: String::new(),
+                    admin: false,
+                    oidc_created: true,
+                };
+                st.users.push(u.clone());
+                u
+            }
+        };
+        st.connected_accounts.push(ConnectedAccount {
+            provider: "OIDC".into(),
+            provider_account_id: account.id.clone(),
+            user_id: user.id.clone(),
+            has_refresh_token,
+        });
+        Ok(user)
+    }
+
+    /// `GET /api/auth/sign-out`: ends the caller's session (cookie or Bearer) and answers
+    /// `{}`, with or without one.
+    fn sign_out(&self, req: &Request) -> Response {
+        let sid = req.cookie("affine_session").or_else(|| {
+            req.header("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string())
+        });
+        let ended = sid.is_some_and(|sid| lock(&self.state).sessions.remove(&sid).is_some());
+        let resp = Response::json(200, &json!({}));
+        if !ended {
+            return resp;
+        }
+        resp.with_header(
+            "Set-Cookie",
+            "affine_session=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax",
+        )
+        .with_header(
+            "Set-Cookie",
+            "affine_user_id=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax",
+        )
     }
 }
