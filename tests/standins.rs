@@ -2740,6 +2740,45 @@ mod authentik_login {
             .expect("a refused redirect URI");
         assert!(failure.detail.contains("Redirect URI Error"), "{failure:?}");
     }
+
+    #[test]
+    fn a_scope_mapping_the_stand_in_cannot_read_is_its_error_not_a_guess() {
+        let (ak, p) = idp("2026.2.2", |_| {});
+        let created: Value = http()
+            .post(format!(
+                "{}/api/v3/propertymappings/provider/scope/",
+                ak.url()
+            ))
+            .header("Authorization", format!("Bearer {}", ak.token()))
+            .json(&json!({
+                "name": "lowered",
+                "scope_name": "email",
+                "expression": "return {\"email\": request.user.email.lower()}",
+            }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let managed = ak.provider("affine").unwrap()["property_mappings"].clone();
+        let mappings = json!([managed[0], managed[2], created["pk"]]);
+        assert!(ak.set_provider_fields("affine", json!({ "property_mappings": mappings })));
+        let code = login_code(&ak, &p);
+        let resp = http()
+            .post(format!("{}/application/o/token/", ak.url()))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", CALLBACK),
+                ("client_id", p.client_id.as_str()),
+                ("client_secret", p.client_secret.as_str()),
+                ("code_verifier", VERIFIER),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 500);
+        let text = resp.text().unwrap();
+        assert!(text.contains("request.user.email.lower()"), "{text}");
+    }
 }
 
 // ==========================================================================================

@@ -16,6 +16,13 @@
 //! its `grant_types`): a generator emitting fields for the wrong version is caught by reading
 //! the stored object back, not by a refusal.
 //!
+//! The OAuth2/OpenID Connect server side logs users in without a browser, as the recordings
+//! show (see the section "The OAuth2/OpenID Connect server side" below): users from
+//! [`AuthentikStandin::add_user`], authorize, the flow executor with its session cookie, the
+//! token endpoint, userinfo, id_tokens and access tokens signed with the provider's key
+//! (JWE with an encryption key, HS256 without a signing key) and claims from the provider's
+//! scope mappings.
+//!
 //! Held to recordings of real authentik 2024.10.2 and 2026.2.2 by
 //! `tests/authentik_recordings_contract.rs`: what a user's authentik answers, i.e. with the
 //! Go front router in front (a `//` path is a 301; [`AuthentikStandin::set_front_router`]).
@@ -3327,9 +3334,14 @@ struct Plan {
     pending_user: Option<Value>,
     /// What the person typed at identification.
     pending_uid: String,
-    /// The consent token of an explicit consent challenge, once shown.
-    consent_token: Option<String>,
-    consented: bool,
+}
+
+/// Where an explicit consent stands in one session's authorization flow.
+#[derive(Clone, Debug, Default)]
+struct Consent {
+    /// The token of the consent challenge last shown (to be POSTed back).
+    token: Option<String>,
+    given: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -3338,7 +3350,10 @@ struct Session {
     user: Option<Value>,
     auth_time: u64,
     amr: Vec<String>,
+    /// Authentication flow plans by flow slug.
     plans: HashMap<String, Plan>,
+    /// Explicit consent by authorization flow slug.
+    consents: HashMap<String, Consent>,
 }
 
 /// An authorization code (authentik's `AuthorizationCode`).
@@ -4114,8 +4129,6 @@ impl Inner {
                     next: next.clone(),
                     pending_user: None,
                     pending_uid: String::new(),
-                    consent_token: None,
-                    consented: false,
                 })
                 .clone()
         };
@@ -4342,26 +4355,23 @@ impl Inner {
         if slug != EXPLICIT_CONSENT_FLOW {
             return redirect(self.issue_code(session, &params));
         }
-        let plan = {
+        let consent = {
             let mut login = lock(&self.login);
             let s = login.sessions.entry(session.to_string()).or_default();
-            s.plans
-                .entry(slug.to_string())
-                .or_insert_with(|| Plan {
-                    stage: Stage::UserLogin,
-                    next: None,
-                    pending_user: Some(user.clone()),
-                    pending_uid: String::new(),
-                    consent_token: None,
-                    consented: false,
-                })
-                .clone()
+            s.consents.entry(slug.to_string()).or_default().clone()
         };
-        if plan.consented {
-            lock(&self.login)
-                .sessions
-                .get_mut(session)
-                .map(|s| s.plans.remove(slug));
+        let set_consent = |c: Option<Consent>| {
+            if let Some(s) = lock(&self.login).sessions.get_mut(session) {
+                match c {
+                    Some(c) => s.consents.insert(slug.to_string(), c),
+                    None => s.consents.remove(slug),
+                };
+            }
+        };
+        if consent.given {
+            // Consent is asked again on the next login (the stand-in keeps no consent
+            // objects, as a consent stage in "always require" mode does not).
+            set_consent(None);
             return redirect(self.issue_code(session, &params));
         }
         let mut errors = None;
@@ -4369,14 +4379,11 @@ impl Inner {
             let token = req
                 .json()
                 .and_then(|b| b["token"].as_str().map(str::to_string));
-            if token.is_some() && token == plan.consent_token {
-                if let Some(p) = lock(&self.login)
-                    .sessions
-                    .get_mut(session)
-                    .and_then(|s| s.plans.get_mut(slug))
-                {
-                    p.consented = true;
-                }
+            if token.is_some() && token == consent.token {
+                set_consent(Some(Consent {
+                    token: None,
+                    given: true,
+                }));
                 return Self::stage_done();
             }
             errors = Some(
@@ -4384,13 +4391,10 @@ impl Inner {
             );
         }
         let token = random_token(32);
-        if let Some(p) = lock(&self.login)
-            .sessions
-            .get_mut(session)
-            .and_then(|s| s.plans.get_mut(slug))
-        {
-            p.consent_token = Some(token.clone());
-        }
+        set_consent(Some(Consent {
+            token: Some(token.clone()),
+            given: false,
+        }));
         let u = self.user_obj(&user);
         let username = u
             .as_ref()
@@ -4536,7 +4540,7 @@ impl Inner {
                     sid: Some(code.sid),
                     expires: 0,
                 };
-                self.issue_tokens(&provider, grant, req)
+                self.issue_tokens(&provider, grant)
             }
             "refresh_token" => {
                 if !secret_ok {
@@ -4546,7 +4550,7 @@ impl Inner {
                 let grant = lock(&self.login).refresh_tokens.remove(&raw);
                 match grant {
                     Some(g) if g.provider == provider.pk() && g.expires >= now_secs() => {
-                        self.issue_tokens(&provider, g, req)
+                        self.issue_tokens(&provider, g)
                     }
                     _ => self.token_error("invalid_grant"),
                 }
@@ -4578,7 +4582,7 @@ impl Inner {
                     sid: None,
                     expires: 0,
                 };
-                self.issue_tokens(&provider, grant, req)
+                self.issue_tokens(&provider, grant)
             }
             _ => self.token_error("unsupported_grant_type"),
         }
@@ -4758,7 +4762,7 @@ impl Inner {
 
     /// The token answer for `grant` (recorded: 49-token-authorization-code.json): a JWT
     /// access token and id_token, `refresh_token` with offline_access.
-    fn issue_tokens(&self, provider: &Obj, mut grant: Grant, _req: &Request) -> Response {
+    fn issue_tokens(&self, provider: &Obj, mut grant: Grant) -> Response {
         let st = lock(&self.state);
         let Some(user) = st.store.find(USER, "pk", &grant.user).cloned() else {
             drop(st);
