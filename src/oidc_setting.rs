@@ -245,7 +245,9 @@ fn reconcile_file(
     if outcome.changed {
         if !check_mode {
             file.set_oidc(after.as_ref());
-            outcome.backup_file = file.save(backup)?.backup_file;
+            let written = file.save(backup)?;
+            outcome.backup_file = written.backup_file;
+            outcome.warnings.extend(written.warnings);
         }
         outcome.warnings.push(RESTART_WARNING.to_string());
     }

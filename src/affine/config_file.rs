@@ -29,6 +29,14 @@ impl ConfigFile {
     /// A missing file is an empty document. A file that is not a JSON object is an error,
     /// and is never touched.
     pub fn load(path: &Path) -> Result<Self> {
+        // Before reading: a FIFO would block the read and a device never end it.
+        if atomic_file::resolve_target(path)?.1.is_none() {
+            return Ok(ConfigFile {
+                path: path.to_path_buf(),
+                document: Map::new(),
+                exists: false,
+            });
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let value: Value = serde_json::from_str(&text).map_err(|e| {
@@ -106,8 +114,18 @@ impl ConfigFile {
         let mut text = serde_json::to_string_pretty(&Value::Object(self.document.clone()))
             .map_err(|e| Error::failed(format!("cannot encode {}: {e}", self.path.display())))?;
         text.push('\n');
+        // An existing file keeps its mode: AFFiNE's container reads it as whichever user
+        // the deployment chose, and tightening it could lock AFFiNE out of its own config.
         let mode = (!self.exists).then_some(0o600);
-        atomic_file::write(&self.path, text.as_bytes(), WriteOptions { mode, backup })
+        atomic_file::write(
+            &self.path,
+            text.as_bytes(),
+            WriteOptions {
+                mode,
+                backup,
+                secret: false,
+            },
+        )
     }
 }
 

@@ -44,17 +44,20 @@ pub fn run(args: &BlueprintArgs) -> Result<()> {
     }
     match &args.output {
         Some(path) => {
-            // A file holding a literal secret is readable by its owner only.
-            let mode =
-                matches!(rendered.spec.client_secret, SecretSource::Inline(_)).then_some(0o600);
-            atomic_file::write(
+            // A file holding a literal secret is readable by its owner only, a new one and
+            // one already in place alike.
+            let secret = matches!(rendered.spec.client_secret, SecretSource::Inline(_));
+            let written = atomic_file::write(
                 path,
                 rendered.yaml.as_bytes(),
                 WriteOptions {
-                    mode,
-                    backup: false,
+                    secret,
+                    ..WriteOptions::default()
                 },
             )?;
+            for w in &written.warnings {
+                warn(w);
+            }
         }
         None => {
             let mut out = std::io::stdout().lock();
