@@ -262,6 +262,21 @@ fn type_error(p: &Param, value: &Value, want: &str) -> Error {
     ))
 }
 
+/// 2^53: every whole number up to it is exact in a float.
+const MAX_EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
+
+fn out_of_range(p: &Param, value: &Value) -> Error {
+    let shown = if p.no_log {
+        NO_LOG_PLACEHOLDER.to_string()
+    } else {
+        value.to_string()
+    };
+    Error::usage(format!(
+        "argument '{}' is out of range: {shown} is too large a number",
+        p.name
+    ))
+}
+
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -315,14 +330,28 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
         Kind::Bool => Value::Bool(to_bool(v).ok_or_else(|| type_error(p, v, "bool"))?),
         Kind::Int => match v {
             Value::Number(n) if n.is_i64() => v.clone(),
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
-                Value::from(n.as_f64().unwrap_or(0.0) as i64)
-            }
-            Value::String(s) => Value::from(
-                s.trim()
-                    .parse::<i64>()
-                    .map_err(|_| type_error(p, v, "int"))?,
-            ),
+            Value::Number(n) if n.is_u64() => return Err(out_of_range(p, v)),
+            // A whole float (`30.0`, `1e20`) is a number only where a float still holds it
+            // exactly; `1e20 as i64` would saturate to a number nobody gave.
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT_INT => {
+                    Value::from(f as i64)
+                }
+                Some(f) if f.fract() == 0.0 || !f.is_finite() => return Err(out_of_range(p, v)),
+                _ => return Err(type_error(p, v, "int")),
+            },
+            Value::String(s) => match s.trim().parse::<i64>() {
+                Ok(i) => Value::from(i),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                    ) =>
+                {
+                    return Err(out_of_range(p, v))
+                }
+                Err(_) => return Err(type_error(p, v, "int")),
+            },
             _ => return Err(type_error(p, v, "int")),
         },
         Kind::Dict => match v {

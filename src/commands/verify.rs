@@ -75,7 +75,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         affine_credentials,
         authentik,
         login,
-        http: http_options(&args.http),
+        http: http_options(&args.http)?,
     };
     let checks = verify::run(&input, &mut redactor)?;
     let ok = verify::all_passed(&checks);
