@@ -313,13 +313,98 @@ fn to_bool(v: &Value) -> Option<bool> {
 }
 
 fn coerce(p: &Param, v: &Value) -> Result<Value> {
+    let value = coerce_kind(p, v)?;
+    // Text inside a dict or a list is text too: the same rules as a string parameter.
+    match &value {
+        Value::Object(map) => {
+            for (k, item) in map {
+                check_text(p.name, k)?;
+                if k.trim().is_empty() {
+                    return Err(Error::usage(format!(
+                        "argument '{}' has an empty key; give KEY=VALUE",
+                        p.name
+                    )));
+                }
+                match item {
+                    Value::String(text) => check_text(p.name, text)?,
+                    Value::Number(n) if n.is_f64() => return Err(float_for_text(p, item)),
+                    _ => {}
+                }
+            }
+        }
+        Value::Array(items) if p.kind == Kind::List => {
+            for item in items {
+                match item {
+                    Value::String(text) => check_text(p.name, text)?,
+                    Value::Number(n) if n.is_f64() => return Err(float_for_text(p, item)),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(value)
+}
+
+/// The longest text any parameter takes: URLs, paths, names, secrets. authentik's and
+/// AFFiNE's own limits are lower where they have one (a host name 253, a slug 50); this
+/// keeps a megabyte pasted by mistake out of every message and request.
+pub const MAX_TEXT_LEN: usize = 4096;
+
+/// No control character (NUL, newline, escape…) in any text: none belongs in a URL, a
+/// name, a path or a secret, and a NUL or newline cut short or split what reaches the
+/// server. The message gives the position, never the value.
+pub fn check_text(name: &str, s: &str) -> Result<()> {
+    if s.len() > MAX_TEXT_LEN {
+        return Err(Error::usage(format!(
+            "argument '{name}' is {} bytes long, more than the {MAX_TEXT_LEN} any value here may be; check what was given",
+            s.len()
+        )));
+    }
+    if let Some((at, c)) = s.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(Error::usage(format!(
+            "argument '{name}' holds a control character ({}) at byte {at}; give the value without it",
+            control_name(c)
+        )));
+    }
+    Ok(())
+}
+
+fn control_name(c: char) -> String {
+    match c {
+        '\0' => "NUL".to_string(),
+        '\n' => "newline".to_string(),
+        '\r' => "carriage return".to_string(),
+        '\t' => "tab".to_string(),
+        c => format!("U+{:04X}", c as u32),
+    }
+}
+
+fn float_for_text(p: &Param, value: &Value) -> Error {
+    let shown = if p.no_log {
+        NO_LOG_PLACEHOLDER.to_string()
+    } else {
+        value.to_string()
+    };
+    Error::usage(format!(
+        "argument '{name}' is a YAML number ({shown}), not text: YAML reads 2025.10 as 2025.1 and 1.50 as 1.5, \
+         so the value may have lost digits; quote it, e.g. {name}: \"2025.10\"",
+        name = p.name
+    ))
+}
+
+fn coerce_kind(p: &Param, v: &Value) -> Result<Value> {
     Ok(match p.kind {
         Kind::Str | Kind::Path => {
             let s = match v {
                 Value::String(s) => s.clone(),
+                // YAML's `2025.10` is the float 2025.1 before it reaches us, `1.50` is 1.5:
+                // a float as text would be a value the user did not write.
+                Value::Number(n) if n.is_f64() => return Err(float_for_text(p, v)),
                 Value::Number(n) => n.to_string(),
                 _ => return Err(type_error(p, v, "str")),
             };
+            check_text(p.name, &s)?;
             if p.kind == Kind::Path {
                 Value::String(expand_home(&s))
             } else {
@@ -366,6 +451,7 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
                 for field in split_kv_fields(s) {
                     let (k, val) = field
                         .split_once('=')
+                        .filter(|(k, _)| !k.trim().is_empty())
                         .ok_or_else(|| type_error(p, v, "dict"))?;
                     map.insert(k.trim().to_string(), Value::String(val.to_string()));
                 }

@@ -58,6 +58,7 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
         for pair in &args.args {
             let (k, v) = pair
                 .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
                 .ok_or_else(|| Error::usage(format!("--arg {pair:?} is not KEY=VALUE")))?;
             map.insert(k.to_string(), Value::from(v));
         }

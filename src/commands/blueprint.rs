@@ -1,5 +1,6 @@
 use std::io::Write;
 
+use crate::ansible::params;
 use crate::atomic_file::{self, WriteOptions};
 use crate::blueprint::options::{EmailVerified, DEFAULT_SECRET_ENV};
 use crate::blueprint::{self, BlueprintOptions, SecretChoice, SecretSource};
@@ -9,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 pub fn options_from_args(args: &BlueprintArgs) -> Result<BlueprintOptions> {
+    check_flags(args)?;
     let mut o = BlueprintOptions::new(&args.affine_url);
     o.slug = args.slug.clone();
     o.name = args.name.clone();
@@ -35,6 +37,42 @@ pub fn options_from_args(args: &BlueprintArgs) -> Result<BlueprintOptions> {
     o.template = args.template.clone();
     o.email_verified = EmailVerified::parse("--email-verified", &args.email_verified)?;
     Ok(o)
+}
+
+/// The modules' rule for text, for the flags: no control character, no megabyte.
+fn check_flags(args: &BlueprintArgs) -> Result<()> {
+    let one = |flag: &str, value: Option<&str>| match value {
+        Some(v) => params::check_text(flag, v)
+            .map_err(|e| Error::usage(e.message().replace("argument ", ""))),
+        None => Ok(()),
+    };
+    one("'--affine-url'", Some(&args.affine_url))?;
+    one("'--slug'", Some(&args.slug))?;
+    one("'--name'", Some(&args.name))?;
+    one("'--provider-name'", args.provider_name.as_deref())?;
+    one("'--launch-url'", args.launch_url.as_deref())?;
+    one("'--client-id'", args.client_id.as_deref())?;
+    one(
+        "'--client-secret-env'",
+        args.secret.client_secret_env.as_deref(),
+    )?;
+    one(
+        "'--client-secret-file'",
+        args.secret.client_secret_file.as_deref(),
+    )?;
+    one("'--authorization-flow'", Some(&args.authorization_flow))?;
+    one("'--invalidation-flow'", Some(&args.invalidation_flow))?;
+    one("'--signing-key'", Some(&args.signing_key))?;
+    one("'--group'", args.group.as_deref())?;
+    one("'--authentik-version'", Some(&args.authentik_version))?;
+    for scope in &args.scopes {
+        one("'--scope'", Some(scope))?;
+    }
+    if args.secret.inline_client_secret {
+        let secret = std::env::var(DEFAULT_SECRET_ENV).unwrap_or_default();
+        one(DEFAULT_SECRET_ENV, Some(&secret))?;
+    }
+    Ok(())
 }
 
 pub fn run(args: &BlueprintArgs) -> Result<()> {
