@@ -227,7 +227,7 @@ mod tests {
         for bad in [
             "https://affine.example.com\0/x",
             "https://affine.exa\tmple.com",
-            "https://affine.example.com\n",
+            "https://affine.example.com/a\nb",
             "https://affine.example.com:0",
         ] {
             assert!(BaseUrl::parse("u", bad).is_err(), "{bad:?}");

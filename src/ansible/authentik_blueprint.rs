@@ -517,4 +517,31 @@ mod tests {
         assert!(masked.contains("client_secret: !Env VAR"));
         assert!(masked.ends_with('\n'));
     }
+
+    #[test]
+    fn every_yaml_form_of_a_literal_secret_is_masked() {
+        for text in [
+            "attrs:\n  client_secret: >-\n    hunter2-old-secret\n  name: x\n",
+            "attrs:\n  client_secret: |\n    hunter2-old-secret\n  name: x\n",
+            "attrs:\n  \"client_secret\": \"hunter2-old-secret\"\n  name: x\n",
+            "attrs:\n  'client_secret': 'hunter2-old-secret'\n  name: x\n",
+            "attrs:\n  client_secret:\n    hunter2-old-secret\n  name: x\n",
+            "attrs:\n  client_secret: >-\n    hunter2 old\n    folded-part\n  name: x\n",
+        ] {
+            let masked = mask_literal_secrets(text);
+            assert!(!masked.contains("hunter2"), "{text}\n→\n{masked}");
+            assert!(!masked.contains("folded-part"), "{masked}");
+            assert!(masked.contains("name: x"), "{masked}");
+        }
+    }
+
+    #[test]
+    fn a_secret_the_lines_cannot_mask_hides_the_whole_text() {
+        for text in [
+            "attrs: {client_secret: hunter2-old-secret, name: x}\n",
+            "a: &s hunter2-old-secret\nattrs:\n  client_secret: *s\n",
+        ] {
+            assert_eq!(mask_literal_secrets(text), UNMASKABLE, "{text}");
+        }
+    }
 }

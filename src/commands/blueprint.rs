@@ -7,7 +7,7 @@ use crate::blueprint::{self, BlueprintOptions, SecretChoice, SecretSource};
 use crate::cli::BlueprintArgs;
 use crate::commands::warn;
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 
 pub fn options_from_args(args: &BlueprintArgs) -> Result<BlueprintOptions> {
     check_flags(args)?;
@@ -76,9 +76,18 @@ fn check_flags(args: &BlueprintArgs) -> Result<()> {
 }
 
 pub fn run(args: &BlueprintArgs) -> Result<()> {
-    let rendered = blueprint::build(&options_from_args(args)?)?;
+    let options = options_from_args(args)?;
+    // Diagnostics never show an inline secret, even one that also occurs in a URL or name.
+    let mut redactor = Redactor::new();
+    if let SecretChoice::Inline(secret) = &options.client_secret {
+        redactor.add(secret);
+    }
+    let rendered = blueprint::build(&options).map_err(|e| match e {
+        Error::Usage(m) => Error::Usage(redactor.text(&m)),
+        Error::Failed(m) => Error::Failed(redactor.text(&m)),
+    })?;
     for w in &rendered.warnings {
-        warn(w);
+        warn(&redactor.text(w));
     }
     match &args.output {
         Some(path) => {
@@ -94,7 +103,7 @@ pub fn run(args: &BlueprintArgs) -> Result<()> {
                 },
             )?;
             for w in &written.warnings {
-                warn(w);
+                warn(&redactor.text(w));
             }
         }
         None => {
