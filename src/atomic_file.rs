@@ -70,7 +70,12 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
         Err(e) => Err(Error::failed(format!("cannot look at {shown}: {e}"))),
         Ok(link) => {
             let target = if link.file_type().is_symlink() {
-                fs::canonicalize(path).map_err(|_| {
+                // /dev/stdout → /proc/self/fd/1 → "pipe:[…]": no path, but stat knows
+                // what it is, and the checks below refuse it.
+                if let (Err(_), Ok(_)) = (fs::canonicalize(path), fs::metadata(path)) {
+                    path.to_path_buf()
+                } else {
+                    fs::canonicalize(path).map_err(|_| {
                     let to = fs::read_link(path)
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
@@ -79,6 +84,7 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
                          create the file it points to, or remove the link"
                     ))
                 })?
+                }
             } else {
                 path.to_path_buf()
             };
