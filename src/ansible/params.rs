@@ -239,10 +239,15 @@ pub fn invocation(spec: &Spec, params: Option<&Params>, raw: &Value) -> Value {
             Some(ps) => ps.values.get(p.name).cloned().unwrap_or(Value::Null),
             None => raw.get(p.name).cloned().unwrap_or(Value::Null),
         };
-        let shown = if p.no_log && !value.is_null() {
-            Value::String(NO_LOG_PLACEHOLDER.into())
-        } else {
-            value
+        let shown = match value {
+            Value::Null => Value::Null,
+            _ if p.no_log => Value::String(NO_LOG_PLACEHOLDER.into()),
+            // A URL's `user:password@` is a credential whatever parameter carries it
+            // (`affine_url: https://bob:pw@…` is refused, but the invocation still echoes it).
+            Value::String(s) if s.contains("://") && s.contains('@') => {
+                Value::String(crate::web_url::without_userinfo(&s))
+            }
+            other => other,
         };
         args.insert(p.name.to_string(), shown);
     }
