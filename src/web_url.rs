@@ -133,19 +133,22 @@ impl fmt::Display for BaseUrl {
 /// not even parse (a bad port, say) without repeating a credential in it. Every message
 /// that quotes a URL the user gave goes through it.
 pub fn without_userinfo(input: &str) -> String {
-    let Some((scheme, rest)) = input.split_once("://") else {
-        // No scheme (`bob:pw@host`, which a parser takes for scheme `bob`): all before the
-        // last `@` may be a credential.
-        return match input.rfind('@') {
-            Some(at) => format!("***{}", &input[at..]),
-            None => input.to_string(),
-        };
-    };
+    // The scheme only when it looks like one: `ab:pw://x@host` has no scheme but a
+    // password holding `://`.
+    let scheme_len = input
+        .split_once("://")
+        .filter(|(scheme, _)| {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        })
+        .map_or(0, |(scheme, _)| scheme.len() + 3);
     // The last `@` anywhere, not only in what a parser would take for the authority: a
     // password holding `#`, `/` or `?` ends the authority early in a parser's eyes
     // (`https://bob:Pw#x@host`). Masking a path's `@` too is the safe mistake.
-    match rest.rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+    match input[scheme_len..].rfind('@') {
+        Some(at) => format!("{}***{}", &input[..scheme_len], &input[scheme_len + at..]),
         None => input.to_string(),
     }
 }
@@ -216,6 +219,7 @@ mod tests {
             "https://bob:top/secret@affine.example.com",
             "https://bob:top?secret@affine.example.com",
             "bob:topsecret@affine.example.com",
+            "bob:top://secret@affine.example.com",
         ] {
             let e = BaseUrl::parse("--affine-url", bad).unwrap_err();
             assert!(!e.0.contains("topsecret"), "{bad}: {}", e.0);
