@@ -79,7 +79,7 @@ fn object_text(rng: &mut StdRng, depth: u32, forced: &[(String, String)]) -> Str
             format!(
                 "{}{}{}:{}{}",
                 ws(rng),
-                Value::String(text(rng, 6)).to_string(),
+                Value::String(text(rng, 6)),
                 ws(rng),
                 ws(rng),
                 json_text(rng, depth)
