@@ -606,6 +606,23 @@ fn bad_flags_are_refused_with_exit_2_and_a_message_that_names_them() {
         let r = run_cli(args, &[("AFFINE_OIDC_CLIENT_SECRET", SECRET)]);
         assert_refused(&r, 2, words);
     }
+    // A token with a newline inside and a megabyte token file name their source.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("token");
+    fs::write(&big, "t-SECRET".repeat(1 << 17)).unwrap();
+    let verify = [
+        "verify",
+        "--affine-url",
+        AFFINE_URL,
+        "--authentik-url",
+        "https://auth.example.com",
+    ];
+    let r = run_cli(&verify, &[("AUTHENTIK_TOKEN", "tok-SECRET\nen")]);
+    assert_refused(&r, 2, &["AUTHENTIK_TOKEN", "newline"]);
+    let mut with_file = verify.to_vec();
+    with_file.extend(["--authentik-token-file", big.to_str().unwrap()]);
+    let r = run_cli(&with_file, &[]);
+    assert_refused(&r, 2, &["--authentik-token-file", "4096"]);
 }
 
 // ---------------------------------------------------------------------------------------
