@@ -120,6 +120,24 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
     }
 }
 
+/// The largest existing file a caller reads back to compare (a blueprint, a config.json):
+/// both are kilobytes; a larger one is the wrong path, and reading it whole would cost its
+/// size in memory.
+pub const MAX_READ_BACK_BYTES: u64 = 16 << 20;
+
+/// `meta` (of the file at `path`) is small enough to read back, or an error saying why not.
+pub fn check_read_back_size(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    if meta.len() > MAX_READ_BACK_BYTES {
+        return Err(Error::failed(format!(
+            "{} is {} MiB, far larger than the file this writes ({} MiB at most); is it the right path? It was left alone",
+            path.display(),
+            meta.len() >> 20,
+            MAX_READ_BACK_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

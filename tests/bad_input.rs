@@ -146,6 +146,15 @@ fn module_dest_and_config_file_on_a_fifo_are_refused_without_blocking_on_a_read(
     assert_module_refused(&run, &["FIFO"]);
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // A sparse 20 GiB file at dest is the wrong path, not something to read into memory.
+    let huge = dir.path().join("huge.yaml");
+    fs::File::create(&huge).unwrap().set_len(20 << 30).unwrap();
+    let run = run_module(module(
+        "authentik_blueprint",
+        json!({"affine_url": AFFINE_URL, "dest": huge.to_str().unwrap()}),
+    ));
+    assert_module_refused(&run, &["right path"]);
+    assert_eq!(fs::metadata(&huge).unwrap().len(), 20 << 30);
 }
 
 #[test]

@@ -40,7 +40,11 @@ impl ConfigFile {
     pub fn load(path: &Path) -> Result<Self> {
         let shown = path.display();
         // Before reading: a FIFO would block the read and a device never end it.
-        if atomic_file::resolve_target(path)?.1.is_none() {
+        let (_, meta) = atomic_file::resolve_target(path)?;
+        if let Some(meta) = &meta {
+            atomic_file::check_read_back_size(path, meta)?;
+        }
+        if meta.is_none() {
             return Ok(ConfigFile {
                 path: path.to_path_buf(),
                 text: String::new(),

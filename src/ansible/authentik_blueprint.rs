@@ -330,6 +330,9 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
     let check = params.internal.check_mode;
     // Before reading: a FIFO would block the read and /dev/zero never end it.
     let (_, existing_meta) = atomic_file::resolve_target(dest)?;
+    if let Some(meta) = &existing_meta {
+        atomic_file::check_read_back_size(dest, meta)?;
+    }
     let existing = match existing_meta.as_ref().map(|_| std::fs::read(dest)) {
         None => None,
         Some(Ok(bytes)) => Some(bytes),
