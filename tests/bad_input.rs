@@ -287,6 +287,62 @@ fn stale_temporary_files_of_a_killed_run_are_removed_by_the_next_write() {
 }
 
 #[test]
+fn a_kill_9_mid_write_leaves_old_or_new_and_the_next_run_cleans_up() {
+    // install-modules writes this ~90 MB binary twice: long enough to be killed mid-write.
+    let binary_len = fs::metadata(support::process::bin()).unwrap().len();
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("library");
+    for delay_ms in [30, 120, 300] {
+        let mut child = command(&["install-modules", library.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL: no destructor, no cleanup of its own
+        let _ = child.wait();
+        for module in ["affine_oidc", "authentik_blueprint"] {
+            let path = library.join(module);
+            if let Ok(meta) = fs::metadata(&path) {
+                // Never a half-written module: the whole binary or nothing.
+                assert_eq!(meta.len(), binary_len, "{module} after {delay_ms} ms");
+            }
+        }
+    }
+    // What a killed run left, aged past the cleanup threshold.
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let mut left = 0;
+    for entry in fs::read_dir(&library).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".affine-authentik-")
+        {
+            left += 1;
+            fs::File::options()
+                .write(true)
+                .open(entry.path())
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+    }
+    eprintln!("{left} temporary file(s) left by the kills");
+    let r = run_cli(&["install-modules", library.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        entries(&library),
+        [
+            "affine_oidc",
+            "affine_oidc.yml",
+            "authentik_blueprint",
+            "authentik_blueprint.yml"
+        ],
+        "{left} temporary file(s) were left by the kills"
+    );
+}
+
+#[test]
 fn a_literal_secret_tightens_an_existing_0644_dest_to_0600_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("affine.yaml");
