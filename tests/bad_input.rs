@@ -416,7 +416,23 @@ fn an_endless_body_is_cut_at_the_cap_with_a_message_not_read_into_memory() {
                "authentik_token": "token-SECRET-1234", "timeout": 30}),
     ));
     assert_module_refused(&run, &["larger than 4 MiB"]);
-    // Well inside the timeout: the cap, not the clock, ended both.
+    // verify reports each link: the ones that read the endless body fail, none hangs.
+    let issuer = format!("{server}/application/o/affine/");
+    let r = run_cli(
+        &[
+            "verify",
+            "--affine-url",
+            &server,
+            "--issuer",
+            &issuer,
+            "--timeout",
+            "30",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("MiB"), "{}", r.stdout);
+    // Well inside the timeout: the cap, not the clock, ended all three.
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
