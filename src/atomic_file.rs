@@ -70,21 +70,7 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
         Err(e) => Err(Error::failed(format!("cannot look at {shown}: {e}"))),
         Ok(link) => {
             let target = if link.file_type().is_symlink() {
-                // /dev/stdout → /proc/self/fd/1 → "pipe:[…]": no path, but stat knows
-                // what it is, and the checks below refuse it.
-                if let (Err(_), Ok(_)) = (fs::canonicalize(path), fs::metadata(path)) {
-                    path.to_path_buf()
-                } else {
-                    fs::canonicalize(path).map_err(|_| {
-                    let to = fs::read_link(path)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
-                    Error::failed(format!(
-                        "{shown} is a symbolic link to {to}, which does not exist (or is not reachable); \
-                         create the file it points to, or remove the link"
-                    ))
-                })?
-                }
+                follow_link(path)?
             } else {
                 path.to_path_buf()
             };
@@ -111,11 +97,30 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
                     String::new()
                 };
                 return Err(Error::failed(format!(
-                    "{shown}{via} is {what}, not a regular file: it was left alone; give the path of a file \
-                     (to print to the terminal, leave out the output file)"
+                    "{shown}{via} is {what}, not a regular file: it was left alone; give the path of a file"
                 )));
             }
             Ok((target, Some(meta)))
+        }
+    }
+}
+
+/// The file a symlink points to, through every link. `/dev/stdout` → `/proc/self/fd/1` →
+/// `pipe:[…]` has no path, but stat knows what it is: the link itself is returned, and the
+/// caller's type check refuses it. A link to nothing is an error naming where it points.
+fn follow_link(path: &Path) -> Result<PathBuf> {
+    match fs::canonicalize(path) {
+        Ok(target) => Ok(target),
+        Err(_) if fs::metadata(path).is_ok() => Ok(path.to_path_buf()),
+        Err(_) => {
+            let to = fs::read_link(path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            Err(Error::failed(format!(
+                "{} is a symbolic link to {to}, which does not exist (or is not reachable); \
+                 create the file it points to, or remove the link",
+                path.display()
+            )))
         }
     }
 }

@@ -117,7 +117,7 @@ fn blueprint_output_to_a_device_fifo_socket_or_folder_is_refused_and_left_alone(
             &["blueprint", "--affine-url", AFFINE_URL, "-o", target],
             &[],
         );
-        assert_refused(&r, 1, &[what, "left alone"]);
+        assert_refused(&r, 1, &[what, "left alone", "leave out -o"]);
     }
     assert!(fs::metadata("/dev/null")
         .unwrap()

@@ -101,7 +101,14 @@ pub fn run(args: &BlueprintArgs) -> Result<()> {
                     secret,
                     ..WriteOptions::default()
                 },
-            )?;
+            )
+            .map_err(|e| match e {
+                // `-o /dev/stdout` and the like: the way to print is no -o at all.
+                Error::Failed(m) if m.contains("not a regular file") => {
+                    Error::Failed(format!("{m}; to print the blueprint, leave out -o"))
+                }
+                other => other,
+            })?;
             for w in &written.warnings {
                 warn(&redactor.text(w));
             }
