@@ -113,3 +113,65 @@ pub fn describe_transport_error(what: &str, err: &reqwest::Error) -> Error {
 fn first_line(s: &str) -> &str {
     s.trim().lines().next().unwrap_or("")
 }
+
+/// The most any answer may hold. AFFiNE's and authentik's largest answers (a blueprint
+/// instance, a discovery document, a GraphQL config) are tens of kB; a server or a proxy
+/// streaming without end must not grow this process without bound.
+pub const MAX_BODY_BYTES: u64 = 4 << 20;
+
+/// Timeouts are capped here: `Instant + Duration` would overflow (a panic) for a huge value,
+/// and no server that takes longer than an hour to answer is up.
+pub const MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// `secs` as a request timeout, or a usage error naming `what` (the flag or parameter):
+/// at least one second, at most [`MAX_TIMEOUT_SECS`].
+pub fn timeout_from_secs(what: &str, secs: u64) -> Result<Duration> {
+    match secs {
+        0 => Err(Error::usage(format!(
+            "{what} must be at least 1 second (0 would fail every request at once)"
+        ))),
+        s if s > MAX_TIMEOUT_SECS => Err(Error::usage(format!(
+            "{what} {s} is more than {MAX_TIMEOUT_SECS} seconds (one hour); give a smaller number"
+        ))),
+        s => Ok(Duration::from_secs(s)),
+    }
+}
+
+/// The body of `response` as text, at most `limit` bytes: a larger one is refused (by its
+/// announced length before reading, or once `limit` bytes have arrived) with a message that
+/// names `what` (the server) and the limit. Invalid UTF-8 is replaced, as `.text()` does.
+pub fn read_body_capped(
+    response: reqwest::blocking::Response,
+    what: &str,
+    limit: u64,
+) -> Result<String> {
+    use std::io::Read;
+    let too_large = || {
+        Error::failed(format!(
+            "{what} sent an answer larger than {} MiB, which no API call here expects; \
+             is the URL the server's own, not a proxy's or a download?",
+            limit >> 20
+        ))
+    };
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    response
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            // A read error wraps reqwest's own error; its words decide the sentence.
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+            {
+                Some(re) => describe_transport_error(what, re),
+                None => Error::failed(format!("reading the answer of {what} failed: {e}")),
+            }
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

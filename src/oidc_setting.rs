@@ -264,6 +264,14 @@ fn reconcile_file(
         Desired::Absent => None,
     };
     let changed_fields = match (&before, &after) {
+        // AFFiNE 0.22+ refuses a stored value without `args`: that is a difference too.
+        (Some(b), Some(a)) if file.oidc_lacks_args() => {
+            let mut fields = b.differences(a);
+            if !fields.contains(&"args") {
+                fields.push("args");
+            }
+            fields
+        }
         (Some(b), Some(a)) => b.differences(a),
         (None, Some(a)) => OidcValue::empty()
             .differences(a)
@@ -282,8 +290,10 @@ fn reconcile_file(
     };
     if outcome.changed {
         if !check_mode {
-            file.set_oidc(after.as_ref());
-            outcome.backup_file = file.save(backup)?.backup_file;
+            file.set_oidc(after.as_ref())?;
+            let written = file.save(backup)?;
+            outcome.backup_file = written.backup_file;
+            outcome.warnings.extend(written.warnings);
         }
         outcome.warnings.push(RESTART_WARNING.to_string());
     }

@@ -13,6 +13,9 @@ pub const RESERVED_SLUGS: [&str; 6] = [
     "revoke",
 ];
 
+/// authentik's `SlugField` length (Django's default `max_length`).
+pub const MAX_SLUG_LEN: usize = 50;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slug(String);
 
@@ -20,6 +23,14 @@ impl Slug {
     pub fn parse(what: &str, input: &str) -> Result<Self> {
         if input.is_empty() {
             return Err(Error::usage(format!("{what} is empty")));
+        }
+        // authentik's slug fields hold at most 50 characters; checked first, so a pasted
+        // megabyte is not quoted by the messages below.
+        if input.len() > MAX_SLUG_LEN {
+            return Err(Error::usage(format!(
+                "{what} is {} characters long; authentik takes a slug of at most {MAX_SLUG_LEN}",
+                input.chars().count()
+            )));
         }
         if let Some(bad) = input
             .chars()

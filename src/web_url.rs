@@ -8,6 +8,12 @@ use std::fmt;
 
 use reqwest::Url;
 
+/// DNS's limit for a host name.
+pub const MAX_HOST_LEN: usize = 253;
+
+/// Far above any real base URL; a pasted megabyte is refused before it is quoted anywhere.
+pub const MAX_URL_LEN: usize = 2048;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
     /// scheme://host[:port][/sub/path] — no trailing slash, default port dropped,
@@ -33,6 +39,19 @@ impl BaseUrl {
                 "{what} is empty; give a URL such as https://affine.example.com"
             )));
         }
+        // The URL parser drops tabs and newlines silently and a NUL cuts the value short
+        // further on: none belongs in a URL.
+        if let Some(at) = trimmed.find(char::is_control) {
+            return Err(UrlError(format!(
+                "{what} holds a control character at byte {at}; give the URL without it"
+            )));
+        }
+        if trimmed.len() > MAX_URL_LEN {
+            return Err(UrlError(format!(
+                "{what} is {} bytes long, more than the {MAX_URL_LEN} a base URL may be; check what was given",
+                trimmed.len()
+            )));
+        }
         // Every message below quotes the input: without a user:password part, never with.
         let shown = without_userinfo(trimmed);
         let url = Url::parse(trimmed).map_err(|e| {
@@ -53,6 +72,16 @@ impl BaseUrl {
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(UrlError(format!("{what} {shown:?} has no host")));
+        }
+        if url.host_str().is_some_and(|h| h.len() > MAX_HOST_LEN) {
+            return Err(UrlError(format!(
+                "{what} has a host name longer than {MAX_HOST_LEN} characters, which DNS does not allow"
+            )));
+        }
+        if url.port() == Some(0) {
+            return Err(UrlError(format!(
+                "{what} {shown:?} has port 0, which no server listens on; give the real port or none"
+            )));
         }
         if url.query().is_some() {
             return Err(UrlError(format!(
@@ -101,14 +130,25 @@ impl fmt::Display for BaseUrl {
 }
 
 /// `scheme://user:pw@host/...` → `scheme://***@host/...`, for quoting an input that may
-/// not even parse (a bad port, say) without repeating a credential in it.
-fn without_userinfo(input: &str) -> String {
-    let Some((scheme, rest)) = input.split_once("://") else {
-        return input.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+/// not even parse (a bad port, say) without repeating a credential in it. Every message
+/// that quotes a URL the user gave goes through it.
+pub fn without_userinfo(input: &str) -> String {
+    // The scheme only when it looks like one: `ab:pw://x@host` has no scheme but a
+    // password holding `://`.
+    let scheme_len = input
+        .split_once("://")
+        .filter(|(scheme, _)| {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        })
+        .map_or(0, |(scheme, _)| scheme.len() + 3);
+    // The last `@` anywhere, not only in what a parser would take for the authority: a
+    // password holding `#`, `/` or `?` ends the authority early in a parser's eyes
+    // (`https://bob:Pw#x@host`). Masking a path's `@` too is the safe mistake.
+    match input[scheme_len..].rfind('@') {
+        Some(at) => format!("{}***{}", &input[..scheme_len], &input[scheme_len + at..]),
         None => input.to_string(),
     }
 }
@@ -175,10 +215,33 @@ mod tests {
             "https://admin:topsecret@affine.example.com/#f",
             "ftp://admin:topsecret@affine.example.com",
             "https://admin:topsecret@affine.example.com:99999/",
+            "https://bob:top#secret@affine.example.com",
+            "https://bob:top/secret@affine.example.com",
+            "https://bob:top?secret@affine.example.com",
+            "bob:topsecret@affine.example.com",
+            "bob:top://secret@affine.example.com",
         ] {
             let e = BaseUrl::parse("--affine-url", bad).unwrap_err();
             assert!(!e.0.contains("topsecret"), "{bad}: {}", e.0);
         }
+    }
+
+    #[test]
+    fn control_characters_port_0_and_overlong_hosts_are_refused_without_echo() {
+        for bad in [
+            "https://affine.example.com\0/x",
+            "https://affine.exa\tmple.com",
+            "https://affine.example.com/a\nb",
+            "https://affine.example.com:0",
+        ] {
+            assert!(BaseUrl::parse("u", bad).is_err(), "{bad:?}");
+        }
+        let long = format!("https://{}.example.com", "a".repeat(300));
+        let e = BaseUrl::parse("u", &long).unwrap_err();
+        assert!(e.0.contains("253") && !e.0.contains("aaaa"), "{}", e.0);
+        let huge = format!("https://{}", "a".repeat(1 << 20));
+        let e = BaseUrl::parse("u", &huge).unwrap_err();
+        assert!(e.0.len() < 200, "{}", e.0);
     }
 
     #[test]

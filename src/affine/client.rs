@@ -585,9 +585,7 @@ fn read_json(response: Response, what: &str) -> Result<Value> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("no content type")
         .to_string();
-    let text = response
-        .text()
-        .map_err(|e| describe_transport_error(what, &e))?;
+    let text = crate::http::read_body_capped(response, what, crate::http::MAX_BODY_BYTES)?;
     serde_json::from_str(&text).map_err(|_| {
         Error::failed(format!(
             "{what} did not answer with JSON (HTTP {status}, {content_type}); is the URL AFFiNE's own, not a proxy's or a login page?"

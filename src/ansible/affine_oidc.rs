@@ -68,7 +68,7 @@ pub fn run(params: &Params, redactor: &mut Redactor) -> Result<Map<String, Value
 /// Seconds from an int parameter, which must be positive.
 fn seconds(params: &Params, name: &str) -> Result<Duration> {
     match params.int(name) {
-        Some(n) if n > 0 => Ok(Duration::from_secs(n as u64)),
+        Some(n) if n > 0 => crate::http::timeout_from_secs(name, n as u64),
         _ => Err(Error::usage(format!(
             "{name} must be a positive number of seconds"
         ))),

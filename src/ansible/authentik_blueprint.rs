@@ -127,21 +127,99 @@ fn render(params: &Params, version: Option<String>) -> Result<blueprint::Rendere
     blueprint::build_from_spec(spec, warnings)
 }
 
-/// Literal secrets in blueprint text (ours or one already in place), masked for a diff.
-/// `!Env` and `!File` references stay readable: they are names, not secrets.
+/// What a diff shows instead of a blueprint whose literal secret could not be masked line
+/// by line (a flow mapping, an alias): the whole text, rather than any risk of the secret.
+pub const UNMASKABLE: &str =
+    "(content hidden: it holds a literal client secret in a form this diff cannot mask)\n";
+
+/// Literal secrets in blueprint text (ours or one already in place, in whatever YAML form
+/// a user's template wrote it), masked for a diff. `!Env` and `!File` references stay
+/// readable: they are names, not secrets.
+///
+/// The parsed document says which secrets there are; the text is masked by replacing each
+/// `client_secret` entry (plain, quoted key, block scalar with its continuation lines) with
+/// the mask; then the masked text is checked against the parsed values, and if any piece of
+/// a secret is still there the whole text is hidden.
 pub fn mask_literal_secrets(yaml: &str) -> String {
-    yaml.lines()
-        .map(|line| match line.split_once("client_secret:") {
-            Some((indent, value))
-                if !value.trim().is_empty() && !value.trim_start().starts_with('!') =>
-            {
-                format!("{indent}client_secret: {MASK}")
+    let secrets = literal_secrets(yaml);
+    let mut out = Vec::new();
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((indent, value)) = client_secret_entry(line) else {
+            out.push(line.to_string());
+            continue;
+        };
+        let value = value.trim();
+        if value.starts_with('!') {
+            out.push(line.to_string());
+            continue;
+        }
+        out.push(format!("{indent}client_secret: {MASK}"));
+        // A block scalar (`>-`, `|`) or a plain scalar folded onto the next lines: every
+        // following line indented deeper than the key belongs to the value.
+        let depth = indent.len();
+        while let Some(next) = lines.peek() {
+            let next_depth = next.len() - next.trim_start().len();
+            if next.trim().is_empty() || next_depth > depth {
+                lines.next();
+            } else {
+                break;
             }
-            _ => line.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + if yaml.ends_with('\n') { "\n" } else { "" }
+        }
+    }
+    let masked = out.join("\n") + if yaml.ends_with('\n') { "\n" } else { "" };
+    let leaks = secrets.iter().any(|s| {
+        masked.contains(s.as_str())
+            || s.split_whitespace()
+                .any(|piece| piece.len() >= 4 && masked.contains(piece))
+    });
+    if leaks {
+        UNMASKABLE.to_string()
+    } else {
+        masked
+    }
+}
+
+/// `    client_secret: x`, `"client_secret": x`, `- client_secret: x` → (indent, value).
+fn client_secret_entry(line: &str) -> Option<(&str, &str)> {
+    let body = line.trim_start();
+    let indent = &line[..line.len() - body.len()];
+    let body = body.strip_prefix("- ").unwrap_or(body);
+    ["client_secret:", "\"client_secret\":", "'client_secret':"]
+        .iter()
+        .find_map(|key| body.strip_prefix(key))
+        .map(|value| (indent, value))
+}
+
+/// Every literal (untagged) `client_secret` string value in the document, as authentik
+/// would read it. An unparsable text yields none; the line masking still applies.
+fn literal_secrets(yaml: &str) -> Vec<String> {
+    fn walk(v: &serde_yaml::Value, out: &mut Vec<String>) {
+        use serde_yaml::Value as Y;
+        match v {
+            Y::Mapping(map) => {
+                for (k, v) in map {
+                    if k.as_str() == Some("client_secret") {
+                        match v {
+                            Y::String(s) => out.push(s.clone()),
+                            Y::Number(n) => out.push(n.to_string()),
+                            _ => {}
+                        }
+                    }
+                    walk(v, out);
+                }
+            }
+            Y::Sequence(items) => items.iter().for_each(|i| walk(i, out)),
+            Y::Tagged(t) => walk(&t.value, out),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(yaml) {
+        walk(&doc, &mut out);
+    }
+    out.retain(|s| !s.trim().is_empty());
+    out
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -153,8 +231,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The file mode: `mode` as Ansible's file modules read it (a number is taken as is, so
 /// YAML's `0640` = 416 = 0o640; a string is octal, `"0640"` or `"640"`), else the existing
-/// file's mode, else 0600 for a file holding a literal secret and 0644 otherwise.
-fn file_mode(params: &Params, existing_mode: Option<u32>, inline_secret: bool) -> Result<u32> {
+/// file's mode, else 0600 for a file holding a literal secret and 0644 otherwise. An
+/// existing file that group or others may read loses those bits when a literal secret goes
+/// into it (the second value is the warning that says so).
+fn file_mode(
+    params: &Params,
+    existing_mode: Option<u32>,
+    inline_secret: bool,
+) -> Result<(u32, Option<String>)> {
     let bad =
         |shown: String| Error::usage(format!("mode {shown} is not a file mode such as \"0644\""));
     let mode = match params.get("mode") {
@@ -165,12 +249,31 @@ fn file_mode(params: &Params, existing_mode: Option<u32>, inline_secret: bool) -
         Some(Value::String(s)) => u32::from_str_radix(s.trim().trim_start_matches("0o"), 8)
             .map_err(|_| bad(format!("{s:?}")))?,
         Some(other) => return Err(bad(other.to_string())),
-        None => return Ok(existing_mode.unwrap_or(if inline_secret { 0o600 } else { 0o644 })),
+        None => {
+            return Ok(match existing_mode {
+                Some(m) if inline_secret && m & 0o077 != 0 => (
+                    m & !0o077,
+                    Some(format!(
+                        "dest was mode {m:04o}, readable by others, and now holds a literal client secret: \
+                         its mode is now {:04o} (set mode to choose another)",
+                        m & !0o077
+                    )),
+                ),
+                Some(m) => (m, None),
+                None if inline_secret => (0o600, None),
+                None => (0o644, None),
+            })
+        }
     };
-    if mode > 0o7777 {
-        return Err(bad(format!("{mode:o} (octal)")));
+    // Setuid, setgid and sticky bits are not a blueprint's business: authentik reads the
+    // file, nothing runs it, and a setuid bit given by a typo (`7777`) would stay unnoticed.
+    if mode > 0o777 {
+        return Err(Error::usage(format!(
+            "mode {mode:o} (octal) sets setuid, setgid or sticky bits, which a blueprint file has no use for; \
+             give at most 0777, e.g. \"0640\""
+        )));
     }
-    Ok(mode)
+    Ok((mode, None))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -237,10 +340,16 @@ fn insert_blueprint_fields(rendered: &blueprint::Rendered, result: &mut Map<Stri
 
 fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Value>> {
     let check = params.internal.check_mode;
-    let existing = match std::fs::read(dest) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
+    // Before reading: a FIFO would block the read and /dev/zero never end it.
+    let (_, existing_meta) = atomic_file::resolve_target(dest)?;
+    if let Some(meta) = &existing_meta {
+        atomic_file::check_read_back_size(dest, meta)?;
+    }
+    let existing = match existing_meta.as_ref().map(|_| std::fs::read(dest)) {
+        None => None,
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Some(Err(e)) => {
             return Err(Error::failed(format!(
                 "cannot read {}: {e}",
                 dest.display()
@@ -281,12 +390,12 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
             .ok()
             .map(|m| m.permissions().mode() & 0o7777)
     });
-    let mode = file_mode(params, existing_mode, inline)?;
-    let new_hash = sha256_hex(rendered.yaml.as_bytes());
-    let content_changed = existing.as_deref().map(sha256_hex).as_deref() != Some(new_hash.as_str());
+    let (mode, mode_warning) = file_mode(params, existing_mode, inline)?;
+    let content_changed = existing.as_deref() != Some(rendered.yaml.as_bytes());
     let mode_changed = existing_mode.is_some_and(|m| m != mode);
     let changed = content_changed || mode_changed;
     let mut backup_file = None;
+    let mut extra_warnings: Vec<String> = mode_warning.into_iter().filter(|_| changed).collect();
     if changed && !check {
         if content_changed {
             let written = atomic_file::write(
@@ -295,9 +404,11 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
                 WriteOptions {
                     mode: Some(mode),
                     backup: params.bool("backup"),
+                    secret: inline,
                 },
             )?;
             backup_file = written.backup_file;
+            extra_warnings.extend(written.warnings);
         } else {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
@@ -311,11 +422,22 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
             "{header} written; authentik applies files in its blueprints directory on change"
         ),
     };
-    let warnings = task_warnings(&rendered, changed, Target::File);
+    let mut warnings = task_warnings(&rendered, changed, Target::File);
+    warnings.extend(extra_warnings);
     let mut r = base_result(changed, msg, warnings);
     text_diff(params, &header, &before_text, &rendered.yaml, &mut r);
     r.insert("dest".into(), Value::String(header));
-    r.insert("checksum".into(), Value::String(new_hash));
+    // SHA-256 of the file, except that a literal secret is digested masked: a digest of
+    // text holding a weak secret gives the secret away to a few offline guesses.
+    let digested = if inline {
+        mask_literal_secrets(&rendered.yaml)
+    } else {
+        rendered.yaml.clone()
+    };
+    r.insert(
+        "checksum".into(),
+        Value::String(sha256_hex(digested.as_bytes())),
+    );
     insert_blueprint_fields(&rendered, &mut r);
     if let Some(b) = backup_file {
         r.insert("backup_file".into(), Value::String(b.display().to_string()));
@@ -395,5 +517,32 @@ mod tests {
         assert!(!masked.contains("hunter2"));
         assert!(masked.contains("client_secret: !Env VAR"));
         assert!(masked.ends_with('\n'));
+    }
+
+    #[test]
+    fn every_yaml_form_of_a_literal_secret_is_masked() {
+        for text in [
+            "attrs:\n  client_secret: >-\n    hunter2-old-secret\n  name: x\n",
+            "attrs:\n  client_secret: |\n    hunter2-old-secret\n  name: x\n",
+            "attrs:\n  \"client_secret\": \"hunter2-old-secret\"\n  name: x\n",
+            "attrs:\n  'client_secret': 'hunter2-old-secret'\n  name: x\n",
+            "attrs:\n  client_secret:\n    hunter2-old-secret\n  name: x\n",
+            "attrs:\n  client_secret: >-\n    hunter2 old\n    folded-part\n  name: x\n",
+        ] {
+            let masked = mask_literal_secrets(text);
+            assert!(!masked.contains("hunter2"), "{text}\n→\n{masked}");
+            assert!(!masked.contains("folded-part"), "{masked}");
+            assert!(masked.contains("name: x"), "{masked}");
+        }
+    }
+
+    #[test]
+    fn a_secret_the_lines_cannot_mask_hides_the_whole_text() {
+        for text in [
+            "attrs: {client_secret: hunter2-old-secret, name: x}\n",
+            "a: &s hunter2-old-secret\nattrs:\n  client_secret: *s\n",
+        ] {
+            assert_eq!(mask_literal_secrets(text), UNMASKABLE, "{text}");
+        }
     }
 }

@@ -239,10 +239,15 @@ pub fn invocation(spec: &Spec, params: Option<&Params>, raw: &Value) -> Value {
             Some(ps) => ps.values.get(p.name).cloned().unwrap_or(Value::Null),
             None => raw.get(p.name).cloned().unwrap_or(Value::Null),
         };
-        let shown = if p.no_log && !value.is_null() {
-            Value::String(NO_LOG_PLACEHOLDER.into())
-        } else {
-            value
+        let shown = match value {
+            Value::Null => Value::Null,
+            _ if p.no_log => Value::String(NO_LOG_PLACEHOLDER.into()),
+            // A URL's `user:password@` is a credential whatever parameter carries it
+            // (`affine_url: https://bob:pw@…` is refused, but the invocation still echoes it).
+            Value::String(s) if s.contains("://") && s.contains('@') => {
+                Value::String(crate::web_url::without_userinfo(&s))
+            }
+            other => other,
         };
         args.insert(p.name.to_string(), shown);
     }
@@ -259,6 +264,21 @@ fn type_error(p: &Param, value: &Value, want: &str) -> Error {
         "argument '{}' is of type {} and we were unable to convert to {want}: {shown}",
         p.name,
         json_type(value)
+    ))
+}
+
+/// 2^53: every whole number up to it is exact in a float.
+const MAX_EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
+
+fn out_of_range(p: &Param, value: &Value) -> Error {
+    let shown = if p.no_log {
+        NO_LOG_PLACEHOLDER.to_string()
+    } else {
+        value.to_string()
+    };
+    Error::usage(format!(
+        "argument '{}' is out of range: {shown} is too large a number",
+        p.name
     ))
 }
 
@@ -298,13 +318,98 @@ fn to_bool(v: &Value) -> Option<bool> {
 }
 
 fn coerce(p: &Param, v: &Value) -> Result<Value> {
+    let value = coerce_kind(p, v)?;
+    // Text inside a dict or a list is text too: the same rules as a string parameter.
+    match &value {
+        Value::Object(map) => {
+            for (k, item) in map {
+                check_text(p.name, k)?;
+                if k.trim().is_empty() {
+                    return Err(Error::usage(format!(
+                        "argument '{}' has an empty key; give KEY=VALUE",
+                        p.name
+                    )));
+                }
+                match item {
+                    Value::String(text) => check_text(p.name, text)?,
+                    Value::Number(n) if n.is_f64() => return Err(float_for_text(p, item)),
+                    _ => {}
+                }
+            }
+        }
+        Value::Array(items) if p.kind == Kind::List => {
+            for item in items {
+                match item {
+                    Value::String(text) => check_text(p.name, text)?,
+                    Value::Number(n) if n.is_f64() => return Err(float_for_text(p, item)),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(value)
+}
+
+/// The longest text any parameter takes: URLs, paths, names, secrets. authentik's and
+/// AFFiNE's own limits are lower where they have one (a host name 253, a slug 50); this
+/// keeps a megabyte pasted by mistake out of every message and request.
+pub const MAX_TEXT_LEN: usize = 4096;
+
+/// No control character (NUL, newline, escape…) in any text: none belongs in a URL, a
+/// name, a path or a secret, and a NUL or newline cut short or split what reaches the
+/// server. The message gives the position, never the value.
+pub fn check_text(name: &str, s: &str) -> Result<()> {
+    if s.len() > MAX_TEXT_LEN {
+        return Err(Error::usage(format!(
+            "argument '{name}' is {} bytes long, more than the {MAX_TEXT_LEN} any value here may be; check what was given",
+            s.len()
+        )));
+    }
+    if let Some((at, c)) = s.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(Error::usage(format!(
+            "argument '{name}' holds a control character ({}) at byte {at}; give the value without it",
+            control_name(c)
+        )));
+    }
+    Ok(())
+}
+
+fn control_name(c: char) -> String {
+    match c {
+        '\0' => "NUL".to_string(),
+        '\n' => "newline".to_string(),
+        '\r' => "carriage return".to_string(),
+        '\t' => "tab".to_string(),
+        c => format!("U+{:04X}", c as u32),
+    }
+}
+
+fn float_for_text(p: &Param, value: &Value) -> Error {
+    let shown = if p.no_log {
+        NO_LOG_PLACEHOLDER.to_string()
+    } else {
+        value.to_string()
+    };
+    Error::usage(format!(
+        "argument '{name}' is a YAML number ({shown}), not text: YAML reads 2025.10 as 2025.1 and 1.50 as 1.5, \
+         so the value may have lost digits; quote it, e.g. {name}: \"2025.10\"",
+        name = p.name
+    ))
+}
+
+fn coerce_kind(p: &Param, v: &Value) -> Result<Value> {
     Ok(match p.kind {
         Kind::Str | Kind::Path => {
             let s = match v {
                 Value::String(s) => s.clone(),
+                // YAML's `2025.10` is the float 2025.1 before it reaches us, `1.50` is 1.5:
+                // a float as text would be a value the user did not write.
+                Value::Number(n) if n.is_f64() => return Err(float_for_text(p, v)),
                 Value::Number(n) => n.to_string(),
                 _ => return Err(type_error(p, v, "str")),
             };
+            check_text(p.name, &s)?;
             if p.kind == Kind::Path {
                 Value::String(expand_home(&s))
             } else {
@@ -315,14 +420,28 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
         Kind::Bool => Value::Bool(to_bool(v).ok_or_else(|| type_error(p, v, "bool"))?),
         Kind::Int => match v {
             Value::Number(n) if n.is_i64() => v.clone(),
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
-                Value::from(n.as_f64().unwrap_or(0.0) as i64)
-            }
-            Value::String(s) => Value::from(
-                s.trim()
-                    .parse::<i64>()
-                    .map_err(|_| type_error(p, v, "int"))?,
-            ),
+            Value::Number(n) if n.is_u64() => return Err(out_of_range(p, v)),
+            // A whole float (`30.0`, `1e20`) is a number only where a float still holds it
+            // exactly; `1e20 as i64` would saturate to a number nobody gave.
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT_INT => {
+                    Value::from(f as i64)
+                }
+                Some(f) if f.fract() == 0.0 || !f.is_finite() => return Err(out_of_range(p, v)),
+                _ => return Err(type_error(p, v, "int")),
+            },
+            Value::String(s) => match s.trim().parse::<i64>() {
+                Ok(i) => Value::from(i),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                    ) =>
+                {
+                    return Err(out_of_range(p, v))
+                }
+                Err(_) => return Err(type_error(p, v, "int")),
+            },
             _ => return Err(type_error(p, v, "int")),
         },
         Kind::Dict => match v {
@@ -337,6 +456,7 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
                 for field in split_kv_fields(s) {
                     let (k, val) = field
                         .split_once('=')
+                        .filter(|(k, _)| !k.trim().is_empty())
                         .ok_or_else(|| type_error(p, v, "dict"))?;
                     map.insert(k.trim().to_string(), Value::String(val.to_string()));
                 }

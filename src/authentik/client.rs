@@ -85,9 +85,8 @@ impl AuthentikClient {
             .send()
             .map_err(|e| describe_transport_error(&self.what(), &e))?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
-            .map_err(|e| describe_transport_error(&self.what(), &e))?;
+        let text =
+            crate::http::read_body_capped(response, &self.what(), crate::http::MAX_BODY_BYTES)?;
         if status == 401 || status == 403 {
             return Err(Error::failed(format!(
                 "{} refused the token (HTTP {status}); check authentik_token (AUTHENTIK_TOKEN): an API token of a user with rights on blueprints",

@@ -165,6 +165,34 @@ fn regex_escape_filter(value: &str) -> String {
     out
 }
 
+/// Instructions a template may run. The built-in one needs a few thousand; a user's template
+/// that needs millions is looping, and a task must not hang on it.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// The most text a template may produce. A blueprint is a few kB; authentik would not take
+/// megabytes either.
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// A writer that stops at [`MAX_OUTPUT_BYTES`], so a template cannot fill memory.
+struct CappedOutput {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub fn render(spec: &BlueprintSpec) -> Result<String> {
     let (source_name, source) = match &spec.template {
         Some((path, text)) => (path.display().to_string(), text.as_str()),
@@ -175,7 +203,14 @@ pub fn render(spec: &BlueprintSpec) -> Result<String> {
     env.set_keep_trailing_newline(true);
     env.add_filter("yaml", yaml_filter);
     env.add_filter("regex_escape", regex_escape_filter);
+    env.set_fuel(Some(TEMPLATE_FUEL));
     let template_error = |e: minijinja::Error| {
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            return Error::usage(format!(
+                "template {source_name} did not finish within {TEMPLATE_FUEL} steps (a loop that never ends?); \
+                 fix the template, a blueprint needs a few thousand"
+            ));
+        }
         let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
         // The error's own text names the construct, never a context value.
         Error::usage(format!(
@@ -186,12 +221,49 @@ pub fn render(spec: &BlueprintSpec) -> Result<String> {
     env.add_template(TEMPLATE_NAME, source)
         .map_err(template_error)?;
     let template = env.get_template(TEMPLATE_NAME).map_err(template_error)?;
-    template.render(context(spec)).map_err(template_error)
+    let mut out = CappedOutput {
+        text: Vec::new(),
+        overflowed: false,
+    };
+    let rendered = template
+        .render_captured_to(context(spec), &mut out)
+        .map(|_| ());
+    if out.overflowed {
+        return Err(Error::usage(format!(
+            "template {source_name} produced more than {} MiB, more than any blueprint needs; fix the template",
+            MAX_OUTPUT_BYTES >> 20
+        )));
+    }
+    rendered.map_err(template_error)?;
+    String::from_utf8(out.text).map_err(|_| {
+        Error::usage(format!(
+            "template {source_name} produced text that is not UTF-8"
+        ))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_builtin_template_needs_far_less_than_the_fuel() {
+        let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL / 100));
+        env.add_filter("yaml", yaml_filter);
+        env.add_filter("regex_escape", regex_escape_filter);
+        env.add_template("t", BUILTIN_TEMPLATE).unwrap();
+        let spec = crate::blueprint::BlueprintSpec::from_options_named(
+            &crate::blueprint::BlueprintOptions::new("https://affine.example.com"),
+            crate::names::NameStyle::Cli,
+        )
+        .unwrap()
+        .0;
+        env.get_template("t")
+            .unwrap()
+            .render(context(&spec))
+            .unwrap();
+    }
 
     #[test]
     fn regex_escape_leaves_only_literal_matches() {

@@ -58,6 +58,7 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
         for pair in &args.args {
             let (k, v) = pair
                 .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
                 .ok_or_else(|| Error::usage(format!("--arg {pair:?} is not KEY=VALUE")))?;
             map.insert(k.to_string(), Value::from(v));
         }
@@ -87,13 +88,20 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
         other => other,
     })?;
     let outcome = reconcile(&request, redactor)?;
+    // Everything printed passes the redactor, as the module's result does: a secret that
+    // also occurs in the issuer or a server's message must not show there either.
+    if let Some(before) = &outcome.before {
+        redactor.add(&before.client_secret);
+    }
     for w in &outcome.warnings {
-        warn(w);
+        warn(&redactor.text(w));
     }
     let mark = if outcome.changed { "changed" } else { "ok" };
-    println!("{mark}: {}", outcome.msg);
+    println!("{mark}: {}", redactor.text(&outcome.msg));
     if args.diff && outcome.changed {
-        let (before, after) = report_pair(&outcome);
+        let (mut before, mut after) = report_pair(&outcome);
+        redactor.json(&mut before);
+        redactor.json(&mut after);
         print_diff(&before, &after);
     }
     match outcome.failure {

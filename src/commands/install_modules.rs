@@ -2,6 +2,7 @@ use std::path::Path;
 
 use crate::ansible::MODULES;
 use crate::atomic_file::{self, WriteOptions};
+use crate::commands::warn;
 use crate::error::{Error, Result};
 
 /// Copies this binary into `dir` once per module name, each with its sidecar docs
@@ -15,23 +16,25 @@ pub fn run(dir: &Path) -> Result<()> {
         .map_err(|e| Error::failed(format!("cannot read {}: {e}", exe.display())))?;
     for module in MODULES.iter() {
         let target = dir.join(module.name);
-        atomic_file::write(
+        let written = atomic_file::write(
             &target,
             &binary,
             WriteOptions {
                 mode: Some(0o755),
-                backup: false,
+                ..WriteOptions::default()
             },
         )?;
+        written.warnings.iter().for_each(|w| warn(w));
         let docs = dir.join(format!("{}.yml", module.name));
-        atomic_file::write(
+        let written = atomic_file::write(
             &docs,
             module.docs.as_bytes(),
             WriteOptions {
                 mode: Some(0o644),
-                backup: false,
+                ..WriteOptions::default()
             },
         )?;
+        written.warnings.iter().for_each(|w| warn(w));
         println!("{}", target.display());
         println!("{}", docs.display());
     }

@@ -2,8 +2,6 @@
 //! writes data to stdout and diagnostics to stderr.
 
 pub mod apply;
-use std::time::Duration;
-
 use crate::cli::{HttpArgs, OidcClientArgs};
 use crate::error::Result;
 use crate::http::HttpOptions;
@@ -51,10 +49,11 @@ pub fn resolve_oidc_client(
 }
 
 /// `--insecure`, `--ca-path`, `--timeout` as the modules' `validate_certs`, `ca_path`, `timeout`.
-pub fn http_options(args: &HttpArgs) -> HttpOptions {
-    HttpOptions {
+/// `--timeout 0` is refused, as `apply` refuses it, and so is one over an hour.
+pub fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
+    Ok(HttpOptions {
         validate_certs: !args.insecure,
         ca_path: args.ca_path.clone(),
-        timeout: Duration::from_secs(args.timeout.max(1)),
-    }
+        timeout: crate::http::timeout_from_secs("--timeout", args.timeout)?,
+    })
 }

@@ -37,6 +37,16 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
             .filter(|t| !t.is_empty())
             .map(Secret::new),
     };
+    // A token with a newline inside, or a megabyte file given by mistake, would fail later as
+    // "failed to parse header value" or an HTTP 431: say which input is wrong instead.
+    if let Some(t) = &token {
+        let source = match &args.authentik_token_file {
+            Some(path) => format!("--authentik-token-file {}", path.display()),
+            None => "AUTHENTIK_TOKEN".to_string(),
+        };
+        crate::ansible::params::check_text(&source, t.expose())
+            .map_err(|e| Error::usage(e.message().replace("argument ", "")))?;
+    }
     let authentik = match (token, authentik_url) {
         (Some(token), Some(url)) => Ok(AuthentikAccess {
             slug: slug.as_str().to_string(),
@@ -75,7 +85,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         affine_credentials,
         authentik,
         login,
-        http: http_options(&args.http),
+        http: http_options(&args.http)?,
     };
     let checks = verify::run(&input, &mut redactor)?;
     let ok = verify::all_passed(&checks);
