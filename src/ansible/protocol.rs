@@ -15,7 +15,8 @@ use crate::exit_codes::ExitCode;
 use crate::secret::Redactor;
 
 /// One module: its parameter spec and the function that does the work. The function
-/// returns the result fields (`changed`, `msg`, ...); the protocol adds `invocation`.
+/// returns the result fields (`changed`, `msg`, ...); the protocol adds `invocation` when
+/// Ansible wants it (see [`wants_invocation`]).
 pub struct Module {
     pub name: &'static str,
     pub spec: &'static Spec,
@@ -77,10 +78,12 @@ fn run_guarded(
             Ok(p) => (module.run)(p, redactor).unwrap_or_else(|e| failure(e.to_string())),
             Err(e) => failure(e.to_string()),
         };
-        result.insert(
-            "invocation".into(),
-            params::invocation(module.spec, parsed.as_ref().ok(), &raw),
-        );
+        if wants_invocation(&raw) {
+            result.insert(
+                "invocation".into(),
+                params::invocation(module.spec, parsed.as_ref().ok(), &raw),
+            );
+        }
         result
     }));
     outcome.unwrap_or_else(|panic| {
@@ -93,6 +96,19 @@ fn run_guarded(
             "internal error in {name} (please report it): {text}"
         ))
     })
+}
+
+/// Whether the result carries `invocation`, exactly when a Python module's would.
+/// ansible-core 2.21 sends `_ansible_inject_invocation` (its `INJECT_INVOCATION` setting,
+/// default false) and `AnsibleModule` adds `invocation` only when it is true. 2.17 to 2.20
+/// send no such key, and their `AnsibleModule` always adds it (their strategy drops it from
+/// `register`ed results; `-vvv` shows it). Any other value is read as "no": leaving it out
+/// can hide nothing a user needs, and shows no parameter.
+pub fn wants_invocation(args: &Value) -> bool {
+    match args.get("_ansible_inject_invocation") {
+        None => true,
+        Some(value) => value.as_bool() == Some(true),
+    }
 }
 
 pub fn failure(msg: String) -> Map<String, Value> {
@@ -120,5 +136,26 @@ fn emit(result: Map<String, Value>, redactor: &Redactor) -> ExitCode {
         ExitCode::Failure
     } else {
         ExitCode::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_follows_ansible_inject_invocation_and_defaults_on_before_2_21() {
+        // 2.17-2.20: no key, always.
+        assert!(wants_invocation(&json!({"_ansible_check_mode": false})));
+        // 2.21: as the setting says.
+        assert!(wants_invocation(
+            &json!({"_ansible_inject_invocation": true})
+        ));
+        assert!(!wants_invocation(
+            &json!({"_ansible_inject_invocation": false})
+        ));
+        assert!(!wants_invocation(
+            &json!({"_ansible_inject_invocation": null})
+        ));
     }
 }
