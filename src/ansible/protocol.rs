@@ -25,7 +25,11 @@ pub struct Module {
     pub docs: &'static str,
 }
 
-/// Runs the module named by the args file's `_ansible_module_name`, else `fallback_name`
+/// The args-file key by which the collection's action plugin
+/// (`collection/plugins/plugin_utils/binary_module.py`) names the module it runs.
+pub const COLLECTION_MODULE_KEY: &str = "_affine_authentik_module";
+
+/// Runs the module named by `COLLECTION_MODULE_KEY`, else by the args file's `_ansible_module_name`, else `fallback_name`
 /// (the binary's own name).
 pub fn run(args_path: &Path, fallback_name: Option<&str>) -> ExitCode {
     let mut redactor = Redactor::new();
@@ -55,10 +59,19 @@ fn run_guarded(
             ))
         }
     };
-    let name = raw
-        .get("_ansible_module_name")
-        .and_then(Value::as_str)
-        .map(|n| n.rsplit('.').next().unwrap_or(n).to_string())
+    // The collection's action plugin runs one binary per architecture under its own module
+    // name (`<ns>.<name>.__bin__.<arch>.affine_authentik`) and says which module it stands for.
+    let mut raw = raw;
+    let chosen = raw
+        .as_object_mut()
+        .and_then(|m| m.remove(COLLECTION_MODULE_KEY))
+        .and_then(|v| v.as_str().map(str::to_string));
+    let name = chosen
+        .or_else(|| {
+            raw.get("_ansible_module_name")
+                .and_then(Value::as_str)
+                .map(|n| n.rsplit('.').next().unwrap_or(n).to_string())
+        })
         .or_else(|| fallback_name.map(str::to_string))
         .unwrap_or_default();
     let Some(module) = MODULES.iter().find(|m| m.name == name) else {
