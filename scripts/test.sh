@@ -58,6 +58,7 @@ done
 for pid in "${pids[@]}"; do
   wait "$pid"
 done
+echo "test.sh: ansible-core ${series[*]} ready after ${SECONDS}s" >&2
 
 bins=()
 for s in "${series[@]}"; do
@@ -68,3 +69,4 @@ AFFINE_AUTHENTIK_ANSIBLE_BINS=$(IFS=:; echo "${bins[*]}")
 export AFFINE_AUTHENTIK_ANSIBLE_BIN AFFINE_AUTHENTIK_ANSIBLE_BINS
 
 cargo test --locked --all-targets "$@"
+echo "test.sh: done after ${SECONDS}s" >&2
