@@ -1,5 +1,6 @@
 //! One test's Ansible world in a temp dir: `library/` with both modules (installed by the
-//! binary itself), `ansible.cfg`, an inventory, and HOME and Ansible's temp dirs of its own,
+//! binary itself) or the collection built from it (`ansible-galaxy collection install`, on any
+//! of the pinned ansible-core series), `ansible.cfg`, an inventory, and HOME and Ansible's temp dirs of its own,
 //! so tests running side by side never meet. Commands come from the pinned ansible-core and
 //! inherit nothing that could change Ansible's behaviour or hand a module credentials.
 #![allow(dead_code)]
