@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Ansible collection affine_authentik.sso-<version>.tar.gz with ansible-galaxy:
+# Builds the Ansible collection affine_authentik.sso as affine_authentik-sso-<version>.tar.gz with ansible-galaxy:
 #
 #   scripts/build-collection.sh [--binary ARCH=PATH]... [--output DIR]
 #
