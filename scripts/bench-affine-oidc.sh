@@ -25,9 +25,9 @@ if ((n < 1 || n > 19)); then
   echo "bench-affine-oidc: N must be 1..19 (AFFiNE's 20 sign-ins a minute, one for seeding)" >&2
   exit 2
 fi
-ansible_bin=${AFFINE_AUTHENTIK_ANSIBLE_BIN:-$PWD/.venv/bin}
+ansible_bin=${AFFINE_AUTHENTIK_ANSIBLE_BIN:-$(ls -d "$PWD"/.venv/ansible-*/bin 2>/dev/null | sort -V | tail -n 1)}
 if [ ! -x "$ansible_bin/ansible-playbook" ]; then
-  echo "bench-affine-oidc: no ansible-playbook in $ansible_bin; run scripts/test.sh once (it makes .venv/)" >&2
+  echo "bench-affine-oidc: no ansible-playbook in $ansible_bin; run scripts/test.sh once (it makes .venv/ansible-<X.Y>/)" >&2
   exit 2
 fi
 if [ ! -x /usr/bin/time ]; then

@@ -23,9 +23,9 @@ forks=${FORKS:-10}
 repeats=${REPEATS:-5}
 affine_version=${AFFINE_VERSION:-0.26.1}
 authentik_version=${AUTHENTIK_VERSION:-2026.8.0}
-ansible_bin=${AFFINE_AUTHENTIK_ANSIBLE_BIN:-$PWD/.venv/bin}
+ansible_bin=${AFFINE_AUTHENTIK_ANSIBLE_BIN:-$(ls -d "$PWD"/.venv/ansible-*/bin 2>/dev/null | sort -V | tail -n 1)}
 if [ ! -x "$ansible_bin/ansible-playbook" ]; then
-  echo "bench-integration: no ansible-playbook in $ansible_bin; run scripts/test.sh once (it makes .venv/)" >&2
+  echo "bench-integration: no ansible-playbook in $ansible_bin; run scripts/test.sh once (it makes .venv/ansible-<X.Y>/)" >&2
   exit 2
 fi
 

@@ -1,6 +1,13 @@
 //! The HTTP client every outside call uses, with Ansible's `validate_certs`, `ca_path` and
 //! `timeout` semantics, and one translation of transport errors into sentences a person can
 //! act on.
+//!
+//! Trust is Ansible's `uri`'s: the host's CA store (reqwest's `rustls-tls-native-roots`:
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the bundle where the distribution keeps
+//! it: `/etc/ssl/certs/ca-certificates.crt` on Debian/Ubuntu,
+//! `/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem` on the RHEL family, `/etc/ssl/cert.pem`
+//! on Alpine), plus the webpki roots compiled in (Mozilla's list, for a host with no store at
+//! all), plus `ca_path`. `validate_certs: false` is the only way to trust anything.
 
 use std::error::Error as _;
 use std::path::PathBuf;
@@ -85,8 +92,11 @@ pub fn describe_transport_error(what: &str, err: &reqwest::Error) -> Error {
         || chain.contains("corrupt message")
         || chain.contains("invalidcontenttype")
     {
+        let problem = certificate_problem(&chain)
+            .map(|p| format!("{p}; "))
+            .unwrap_or_default();
         format!(
-            "TLS with {what} failed ({}); trust its CA with `ca_path` (--ca-path), or, for a test server only, set validate_certs: false (--insecure)",
+            "TLS with {what} failed ({problem}{}); add its CA to this host's CA store or name it with `ca_path` (--ca-path), or, for a test server only, set validate_certs: false (--insecure)",
             first_line(&chain)
         )
     } else if chain.contains("dns error")
@@ -108,6 +118,32 @@ pub fn describe_transport_error(what: &str, err: &reqwest::Error) -> Error {
         format!("request to {what} failed: {}", first_line(&chain))
     };
     Error::failed(msg)
+}
+
+/// rustls names a refused certificate by its `CertificateError` variant (`UnknownIssuer`):
+/// the same in words. `chain` is lowercase.
+fn certificate_problem(chain: &str) -> Option<&'static str> {
+    let squashed: String = chain.chars().filter(|c| !c.is_whitespace()).collect();
+    [
+        (
+            "unknownissuer",
+            "unknown issuer: no CA this host trusts signed the server's certificate",
+        ),
+        (
+            "notvalidforname",
+            "the server's certificate is not valid for the URL's host name",
+        ),
+        ("expired", "the server's certificate has expired"),
+        ("notvalidyet", "the server's certificate is not valid yet"),
+        ("revoked", "the server's certificate is revoked"),
+        (
+            "badsignature",
+            "the server's certificate has a bad signature",
+        ),
+    ]
+    .into_iter()
+    .find(|(key, _)| squashed.contains(key))
+    .map(|(_, words)| words)
 }
 
 fn first_line(s: &str) -> &str {

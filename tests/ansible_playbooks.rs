@@ -376,9 +376,18 @@ fn verbose_output_and_registered_results_hold_no_secret() {
     );
     lab.write("verbose.yml", &play(&tasks));
 
+    // ansible-core 2.21 asks a module for `invocation` only with INJECT_INVOCATION; asked for,
+    // it is in -vvv and in every registered result, and must hold placeholders only.
     let run = lab.playbook(
         "verbose.yml",
-        &["-vvv", "--diff", "-e", "@secrets.yml"],
+        &[
+            "-vvv",
+            "--diff",
+            "-e",
+            "@secrets.yml",
+            "-e",
+            "ansible_inject_invocation=true",
+        ],
         &[],
     );
     run.assert_recap(&["affine27"], &[("failed", 0), ("ignored", 1)]);
@@ -418,9 +427,10 @@ fn verbose_output_and_registered_results_hold_no_secret() {
         }
         let result: Value = serde_json::from_str(&text).expect("to_json gave JSON");
         assert!(result.get("changed").is_some(), "{name}: {text}");
-        // Ansible drops `invocation` from registered results (ansible-core 2.19); should a
-        // version keep it, its no_log values must be placeholders.
+        // Asked for, `invocation` is kept in registered results (2.21; 2.17-2.20 drop it),
+        // its no_log values placeholders.
         let args = &result["invocation"]["module_args"];
+        assert!(args.is_object(), "{name}: {text}");
         for p in ["admin_password", "session_token", "client_secret"] {
             assert!(
                 args[p].is_null() || args[p] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER",
@@ -921,4 +931,68 @@ fn a_short_secret_stays_out_of_an_error_that_quotes_the_value() {
         run.show()
     );
     assert_eq!(server.write_count(), 0);
+}
+
+// -------------------------------------------------------------------------------------------
+// From the installed collection: the architecture the action plugin picks, no Python needed.
+// -------------------------------------------------------------------------------------------
+
+/// The action plugin asks the host the task runs on for `uname -sm` and runs the binary built
+/// for it. Here the host is the controller through `connection: local` with no usable Python
+/// (`ansible_python_interpreter` points nowhere): the binary module runs all the same. A fake
+/// `uname` first in PATH then plays an aarch64 host (this test collection carries only the
+/// host's build, so it must say which binary it lacks) and a riscv64 one (refused by name).
+#[test]
+fn collection_picks_the_binary_by_the_hosts_architecture_without_python() {
+    let lab = Lab::with_collection(support::ansible::ansible_bin());
+    lab.inventory(
+        "[nopython]\nbare ansible_connection=local ansible_python_interpreter=/nonexistent/python3\n",
+    );
+    let task = r#"- name: arch
+  hosts: nopython
+  gather_facts: false
+  tasks:
+    - name: blueprint
+      affine_authentik.sso.authentik_blueprint:
+        affine_url: https://affine.example.com
+        dest: "{{ playbook_dir }}/affine.yaml"
+"#;
+    lab.write("arch.yml", task);
+    let run = lab.playbook("arch.yml", &[], &[]);
+    run.assert_recap(&["bare"], &[("changed", 1), ("failed", 0)]);
+    assert!(lab.path("affine.yaml").is_file());
+
+    let host_arch = std::env::consts::ARCH;
+    let other = if host_arch == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    let path = std::env::var("PATH").unwrap_or_default();
+    for (machine, expect) in [
+        (
+            other,
+            format!("holds no binary for {other} (looked for affine_authentik.sso.__bin__.{other}.affine_authentik"),
+        ),
+        (
+            "riscv64",
+            "runs on Linux x86_64 and aarch64; the host this task runs on is Linux riscv64"
+                .to_string(),
+        ),
+    ] {
+        lab.write(
+            &format!("fake-{machine}/uname"),
+            &format!("#!/bin/sh\necho 'Linux {machine}'\n"),
+        );
+        let fake = lab.path(&format!("fake-{machine}"));
+        std::fs::set_permissions(fake.join("uname"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let run = lab.playbook(
+            "arch.yml",
+            &[],
+            &[("PATH", &format!("{}:{path}", fake.display()))],
+        );
+        assert_eq!(run.out.code, Some(2), "{}", run.show());
+        assert!(run.out.stdout.contains(&expect), "{machine}: {}", run.show());
+    }
 }

@@ -28,5 +28,13 @@ pub static MODULES: [Module; 2] = [
 pub fn module_name_for_binary(argv0: &str) -> Option<&'static str> {
     let base = std::path::Path::new(argv0).file_name()?.to_str()?;
     let base = base.strip_prefix("AnsiballZ_").unwrap_or(base);
-    MODULES.iter().map(|m| m.name).find(|n| *n == base)
+    MODULES
+        .iter()
+        .map(|m| m.name)
+        .chain([COLLECTION_BINARY])
+        .find(|n| *n == base)
 }
+
+/// The binary's file name in the Ansible collection (`plugins/modules/__bin__/<arch>/`): a
+/// module whose args file names which module it is (`protocol::COLLECTION_MODULE_KEY`).
+pub const COLLECTION_BINARY: &str = "affine_authentik";

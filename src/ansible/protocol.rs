@@ -15,7 +15,8 @@ use crate::exit_codes::ExitCode;
 use crate::secret::Redactor;
 
 /// One module: its parameter spec and the function that does the work. The function
-/// returns the result fields (`changed`, `msg`, ...); the protocol adds `invocation`.
+/// returns the result fields (`changed`, `msg`, ...); the protocol adds `invocation` when
+/// Ansible wants it (see [`wants_invocation`]).
 pub struct Module {
     pub name: &'static str,
     pub spec: &'static Spec,
@@ -24,7 +25,11 @@ pub struct Module {
     pub docs: &'static str,
 }
 
-/// Runs the module named by the args file's `_ansible_module_name`, else `fallback_name`
+/// The args-file key by which the collection's action plugin
+/// (`collection/plugins/plugin_utils/binary_module.py`) names the module it runs.
+pub const COLLECTION_MODULE_KEY: &str = "_affine_authentik_module";
+
+/// Runs the module named by `COLLECTION_MODULE_KEY`, else by the args file's `_ansible_module_name`, else `fallback_name`
 /// (the binary's own name).
 pub fn run(args_path: &Path, fallback_name: Option<&str>) -> ExitCode {
     let mut redactor = Redactor::new();
@@ -54,10 +59,19 @@ fn run_guarded(
             ))
         }
     };
-    let name = raw
-        .get("_ansible_module_name")
-        .and_then(Value::as_str)
-        .map(|n| n.rsplit('.').next().unwrap_or(n).to_string())
+    // The collection's action plugin runs one binary per architecture under its own module
+    // name (`<ns>.<name>.__bin__.<arch>.affine_authentik`) and says which module it stands for.
+    let mut raw = raw;
+    let chosen = raw
+        .as_object_mut()
+        .and_then(|m| m.remove(COLLECTION_MODULE_KEY))
+        .and_then(|v| v.as_str().map(str::to_string));
+    let name = chosen
+        .or_else(|| {
+            raw.get("_ansible_module_name")
+                .and_then(Value::as_str)
+                .map(|n| n.rsplit('.').next().unwrap_or(n).to_string())
+        })
         .or_else(|| fallback_name.map(str::to_string))
         .unwrap_or_default();
     let Some(module) = MODULES.iter().find(|m| m.name == name) else {
@@ -77,10 +91,12 @@ fn run_guarded(
             Ok(p) => (module.run)(p, redactor).unwrap_or_else(|e| failure(e.to_string())),
             Err(e) => failure(e.to_string()),
         };
-        result.insert(
-            "invocation".into(),
-            params::invocation(module.spec, parsed.as_ref().ok(), &raw),
-        );
+        if wants_invocation(&raw) {
+            result.insert(
+                "invocation".into(),
+                params::invocation(module.spec, parsed.as_ref().ok(), &raw),
+            );
+        }
         result
     }));
     outcome.unwrap_or_else(|panic| {
@@ -93,6 +109,19 @@ fn run_guarded(
             "internal error in {name} (please report it): {text}"
         ))
     })
+}
+
+/// Whether the result carries `invocation`, exactly when a Python module's would.
+/// ansible-core 2.21 sends `_ansible_inject_invocation` (its `INJECT_INVOCATION` setting,
+/// default false) and `AnsibleModule` adds `invocation` only when it is true. 2.17 to 2.20
+/// send no such key, and their `AnsibleModule` always adds it (their strategy drops it from
+/// `register`ed results; `-vvv` shows it). Any other value is read as "no": leaving it out
+/// can hide nothing a user needs, and shows no parameter.
+pub fn wants_invocation(args: &Value) -> bool {
+    match args.get("_ansible_inject_invocation") {
+        None => true,
+        Some(value) => value.as_bool() == Some(true),
+    }
 }
 
 pub fn failure(msg: String) -> Map<String, Value> {
@@ -120,5 +149,26 @@ fn emit(result: Map<String, Value>, redactor: &Redactor) -> ExitCode {
         ExitCode::Failure
     } else {
         ExitCode::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_follows_ansible_inject_invocation_and_defaults_on_before_2_21() {
+        // 2.17-2.20: no key, always.
+        assert!(wants_invocation(&json!({"_ansible_check_mode": false})));
+        // 2.21: as the setting says.
+        assert!(wants_invocation(
+            &json!({"_ansible_inject_invocation": true})
+        ));
+        assert!(!wants_invocation(
+            &json!({"_ansible_inject_invocation": false})
+        ));
+        assert!(!wants_invocation(
+            &json!({"_ansible_inject_invocation": null})
+        ));
     }
 }

@@ -1,5 +1,6 @@
 //! One test's Ansible world in a temp dir: `library/` with both modules (installed by the
-//! binary itself), `ansible.cfg`, an inventory, and HOME and Ansible's temp dirs of its own,
+//! binary itself) or the collection built from it (`ansible-galaxy collection install`, on any
+//! of the pinned ansible-core series), `ansible.cfg`, an inventory, and HOME and Ansible's temp dirs of its own,
 //! so tests running side by side never meet. Commands come from the pinned ansible-core and
 //! inherit nothing that could change Ansible's behaviour or hand a module credentials.
 #![allow(dead_code)]
@@ -8,12 +9,13 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::process::{clear_env, command, Captured};
 
-/// The pinned ansible-core's `bin/`: `AFFINE_AUTHENTIK_ANSIBLE_BIN` (set by scripts/test.sh),
-/// else `.venv/bin` of the checkout when it exists. Anything else is a failure, not a skip:
+/// The newest pinned ansible-core's `bin/`: `AFFINE_AUTHENTIK_ANSIBLE_BIN` (set by
+/// scripts/test.sh), else the newest `.venv/ansible-<X.Y>/bin` of the checkout. Anything else is a failure, not a skip:
 /// these tests prove the modules under real Ansible.
 pub fn ansible_bin() -> PathBuf {
     if let Some(dir) = std::env::var_os("AFFINE_AUTHENTIK_ANSIBLE_BIN") {
@@ -25,23 +27,129 @@ pub fn ansible_bin() -> PathBuf {
         );
         return dir;
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
-    if venv.join("ansible-playbook").is_file() {
-        return venv;
+    if let Some((_, newest)) = checkout_venvs().pop() {
+        return newest;
     }
     panic!(
         "these tests run the real ansible-playbook of the pinned ansible-core, and none was found \
-         (AFFINE_AUTHENTIK_ANSIBLE_BIN is unset and {} has no ansible-playbook): run \
-         scripts/test.sh, which installs scripts/ansible-requirements.txt into .venv/ and runs \
-         the tests",
-        venv.display()
+         (AFFINE_AUTHENTIK_ANSIBLE_BIN is unset and {}/.venv has no ansible-<X.Y>/bin): run \
+         scripts/test.sh, which installs scripts/ansible-requirements-<X.Y>.txt into \
+         .venv/ansible-<X.Y>/ and runs the tests",
+        env!("CARGO_MANIFEST_DIR")
     );
+}
+
+/// Every pinned ansible-core's `bin/`, by series (`"2.17"`), oldest first:
+/// `AFFINE_AUTHENTIK_ANSIBLE_BINS` (colon-separated, set by scripts/test.sh), else the
+/// checkout's `.venv/ansible-<X.Y>/bin`.
+pub fn ansible_bins() -> Vec<(String, PathBuf)> {
+    match std::env::var_os("AFFINE_AUTHENTIK_ANSIBLE_BINS") {
+        Some(list) => std::env::split_paths(&list)
+            .map(|bin| (series_of(&bin), bin))
+            .collect(),
+        None => checkout_venvs(),
+    }
+}
+
+/// The `bin/` of ansible-core `series` (`"2.17"`); a failure when scripts/test.sh made none.
+pub fn ansible_bin_of(series: &str) -> PathBuf {
+    let all = ansible_bins();
+    all.iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, bin)| bin.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "no ansible-core {series} among {all:?}: run scripts/test.sh, which makes one \
+                 virtualenv per scripts/ansible-requirements-<X.Y>.txt"
+            )
+        })
+}
+
+/// `.../ansible-2.17/bin` → `2.17`.
+fn series_of(bin: &Path) -> String {
+    bin.parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("ansible-"))
+        .unwrap_or_else(|| panic!("{} is not a .venv/ansible-<X.Y>/bin", bin.display()))
+        .to_string()
+}
+
+fn checkout_venvs() -> Vec<(String, PathBuf)> {
+    let venvs = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    let mut found: Vec<(Vec<u32>, String, PathBuf)> = std::fs::read_dir(&venvs)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|bin| bin.join("ansible-playbook").is_file())
+        .map(|bin| {
+            let series = series_of(&bin);
+            let key = series.split('.').filter_map(|n| n.parse().ok()).collect();
+            (key, series, bin)
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, s, b)| (s, b)).collect()
+}
+
+/// The collection tarball of the binary under test, built once per test process by
+/// scripts/build-collection.sh (with the newest ansible-galaxy) from a stripped copy of the
+/// binary (the debug build's symbols would make it six times larger and slower to pack).
+pub fn built_collection() -> &'static Path {
+    static TARBALL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &TARBALL
+        .get_or_init(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("affine-authentik-collection-")
+                .tempdir()
+                .expect("temp dir");
+            let binary = dir.path().join("affine-authentik");
+            std::fs::copy(super::process::bin(), &binary).expect("copy the binary");
+            // strip is binutils; without it the unstripped copy still works, only bigger.
+            let _ = Command::new("strip").arg(&binary).status();
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "aarch64",
+                _ => "x86_64",
+            };
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-collection.sh");
+            let mut cmd = Command::new("bash");
+            cmd.arg(&script)
+                .arg("--binary")
+                .arg(format!("{arch}={}", binary.display()))
+                .arg("--output")
+                .arg(dir.path().join("out"))
+                .env("ANSIBLE_BIN", ansible_bin());
+            clear_env(&mut cmd, &["ANSIBLE_"]);
+            let out = Captured::of(&mut cmd);
+            assert_eq!(
+                out.code,
+                Some(0),
+                "build-collection.sh failed:\n{}",
+                out.text()
+            );
+            let tarball = PathBuf::from(out.stdout.trim());
+            assert!(tarball.is_file(), "no tarball at {}", tarball.display());
+            (dir, tarball)
+        })
+        .1
 }
 
 /// `affine-authentik install-modules DIR`: the modules and their docs for Ansible.
 pub fn install_modules(dir: &Path) {
     let out = Captured::of(command(&["install-modules"]).arg(dir));
     assert_eq!(out.code, Some(0), "install-modules failed: {}", out.stderr);
+}
+
+/// Where a lab's modules come from.
+#[derive(PartialEq, Eq)]
+enum Library {
+    /// `library/`, named by `ansible.cfg`.
+    InCfg,
+    /// `library/`, found only beside the playbook.
+    BesidePlaybooks,
+    /// No `library/`; the installed collection.
+    None,
 }
 
 pub struct Lab {
@@ -65,6 +173,21 @@ impl Lab {
         Lab::create("inventory/hosts.ini", true)
     }
 
+    /// A lab on ansible-core `bin` (one of [`ansible_bins`]) with no `library/`: the built
+    /// collection is installed by `ansible-galaxy collection install` into `collections/`,
+    /// the only collections path of `ansible.cfg`, as a user installs it.
+    pub fn with_collection(bin: PathBuf) -> Lab {
+        let lab = Lab::create_with(bin, "inventory/hosts.ini", Library::None);
+        let mut install = lab.tool("ansible-galaxy");
+        install
+            .args(["collection", "install", "-p"])
+            .arg(lab.path("collections"))
+            .arg(built_collection());
+        let run = lab.run(install, "ansible-galaxy collection install".into());
+        assert_eq!(run.out.code, Some(0), "{}", run.show());
+        lab
+    }
+
     /// The layout playbooks/README.md documents: the playbooks, `library/`, `inventory.ini`,
     /// `group_vars/` and `host_vars/` side by side in the lab. `ansible.cfg` does not name
     /// `library/`, so Ansible finds the modules only beside the playbook (or through
@@ -74,7 +197,15 @@ impl Lab {
     }
 
     fn create(inventory: &'static str, library_in_cfg: bool) -> Lab {
-        let ansible = ansible_bin();
+        let library = if library_in_cfg {
+            Library::InCfg
+        } else {
+            Library::BesidePlaybooks
+        };
+        Lab::create_with(ansible_bin(), inventory, library)
+    }
+
+    fn create_with(ansible: PathBuf, inventory: &'static str, library: Library) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("affine-authentik-lab-")
             .tempdir()
@@ -87,11 +218,13 @@ impl Lab {
         for d in ["home/.ansible", "tmp/local", "tmp/remote"] {
             std::fs::create_dir_all(lab.path(d)).expect("mkdir");
         }
-        install_modules(&lab.path("library"));
-        let library = if library_in_cfg {
-            format!("library = {}/library\n", lab.root().display())
-        } else {
-            String::new()
+        if library != Library::None {
+            install_modules(&lab.path("library"));
+        }
+        let library = match library {
+            Library::InCfg => format!("library = {}/library\n", lab.root().display()),
+            Library::BesidePlaybooks => String::new(),
+            Library::None => format!("collections_path = {}/collections\n", lab.root().display()),
         };
         lab.write(
             "ansible.cfg",
