@@ -96,6 +96,13 @@ fn run(a: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    let asked_for_help = std::env::args()
+        .skip(1)
+        .any(|a| a == "--help" || a == "-h" || a == "help");
+    if asked_for_help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match parse(std::env::args().skip(1)).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -572,6 +572,13 @@ fn oauth_providers(data: &Value) -> Vec<String> {
 }
 
 fn server_error(what: &str, status: u16) -> Error {
+    // 501 is what a plain web server (or a proxy without the route) answers a POST it does
+    // not handle: not an AFFiNE that is down, but a URL that is not AFFiNE's.
+    if status == 501 {
+        return Error::failed(format!(
+            "{what} answered HTTP 501 (not implemented): that server does not handle AFFiNE's API; check that the URL is AFFiNE's own (its public URL, not a static site or a proxy without /graphql and /api)"
+        ));
+    }
     Error::failed(format!(
         "{what} failed with HTTP {status}; try again later or look at the server's logs"
     ))
