@@ -174,7 +174,9 @@ fi
 # --- 6. checksums ---------------------------------------------------------------------
 (
   cd "$dist"
-  find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS
+  # Listed before the file exists, so it never sums itself; sorted, so two runs compare.
+  sums=$(find . -type f ! -name SHA256SUMS -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum)
+  echo "$sums" > SHA256SUMS
 )
 say "wrote $dist/SHA256SUMS"
 cat "$dist/SHA256SUMS"
