@@ -10,10 +10,19 @@ use crate::blueprint::options::{
     DEFAULT_SIGNING_KEY, DEFAULT_SLUG,
 };
 
+/// `affine-authentik 0.1.0 (abc1234)`: the commit (build.rs) tells copies of a static binary
+/// apart; "unknown" when built outside a git checkout, `-dirty` from a changed one.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("AFFINE_AUTHENTIK_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "affine-authentik",
-    version,
+    version = VERSION,
     about = "Wire a self-hosted AFFiNE to authentik single sign-on (OIDC)",
     long_about = "Wire a self-hosted AFFiNE to authentik single sign-on (OIDC).\n\n\
         Generates the authentik blueprint (provider + application), sets AFFiNE's OIDC \
@@ -88,6 +97,23 @@ pub enum Command {
     /// Run as an Ansible module on an args file (dispatching on `_ansible_module_name`).
     #[command(hide = true)]
     Module { args_file: std::path::PathBuf },
+
+    /// Shell completions and man pages from these definitions, for packagers
+    /// (scripts/release.sh puts them in dist/). Hidden: not a task of an AFFiNE operator.
+    #[command(hide = true, subcommand)]
+    Generate(GenerateTarget),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateTarget {
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (affine-authentik.1 and one per subcommand) into DIR, or print
+    /// affine-authentik.1 on stdout without DIR.
+    Man { dir: Option<PathBuf> },
 }
 
 #[derive(Debug, Args)]

@@ -79,6 +79,7 @@ pub fn run_cli() -> ExitCode {
         },
         Command::InstallModules { dir } => commands::install_modules::run(dir),
         Command::Module { args_file } => return ansible::protocol::run(args_file, None),
+        Command::Generate(target) => commands::generate::run(target),
     };
     match result {
         Ok(()) => ExitCode::Success,

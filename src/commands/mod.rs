@@ -11,6 +11,7 @@ use crate::slug::Slug;
 use crate::web_url::BaseUrl;
 
 pub mod blueprint;
+pub mod generate;
 pub mod install_modules;
 pub mod oidc_config;
 pub mod verify;
