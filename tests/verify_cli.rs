@@ -1424,6 +1424,8 @@ fn patch_provider(authentik: &AuthentikStandin, slug: &str, body: Value) {
 fn an_encryption_key_or_no_signing_key_fails_authentik_keys_naming_it() {
     let c = chain("0.27.0", Some(false));
     c.configure();
+    // 0.27 registers in the background: wait, or a loaded machine races it.
+    wait_registered(&c.affine);
     let key = c.authentik.provider("affine").unwrap()["signing_key"].clone();
     assert!(
         key.is_string(),
@@ -1460,6 +1462,8 @@ fn the_managed_email_mapping_on_2025_10_fails_with_affine_0_25_7_and_warns_befor
             json!({"email_verified": "authentik"}),
         );
         c.configure();
+        // 0.27 registers in the background: wait, or a loaded machine races it.
+        wait_registered(&c.affine);
         let v = verify_chain(&c, TOKEN, &[]);
         let text = v.check_text("authentik-email-verified");
         assert!(text.contains("managed email mapping"), "{text}");
@@ -1483,6 +1487,8 @@ fn the_managed_email_mapping_on_2025_10_fails_with_affine_0_25_7_and_warns_befor
     let url = affine.url();
     let c = Chain::applied(authentik, affine, &url, json!({}));
     c.configure();
+    // 0.27 registers in the background: wait, or a loaded machine races it.
+    wait_registered(&c.affine);
     let text = verify_chain(&c, TOKEN, &[]).check_text("authentik-email-verified");
     assert!(
         text.starts_with("PASS")
