@@ -388,3 +388,28 @@ fn apply_accepts_an_affine_newer_than_it_knows_with_one_warning_naming_it() {
         warnings[0]
     );
 }
+
+#[test]
+fn missing_credentials_and_secret_are_named_together_once() {
+    // A new user's first try: neither the administrator nor the client secret. Both are
+    // said in one message, the variables once each, and nothing is sent anywhere.
+    let r = apply(
+        &[
+            "--affine-url",
+            "http://127.0.0.1:9",
+            "--authentik-url",
+            "https://auth.example.com",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    let line = r.stderr.trim();
+    assert!(line.contains("AFFiNE's administrator is missing"), "{line}");
+    assert!(
+        line.contains("AFFINE_OIDC_CLIENT_SECRET is required"),
+        "{line}"
+    );
+    assert_eq!(line.matches("AFFINE_SESSION_TOKEN").count(), 1, "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+}

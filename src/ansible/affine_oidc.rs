@@ -88,57 +88,17 @@ pub fn request_from_params(params: &Params) -> Result<Request> {
         .str("affine_url")
         .map(|u| BaseUrl::parse("affine_url", &u))
         .transpose()?;
-    let backend = if let Some(path) = params.str("config_file") {
-        Backend::File {
-            path: PathBuf::from(path),
-            backup: params.bool("backup"),
+    // Both halves are checked before either error is reported: a user missing the
+    // credentials and the client secret hears of both at once, not one per try.
+    let (backend, desired) = match (
+        backend_from_params(params, affine_url.as_ref()),
+        desired_from_params(params, affine_url.as_ref()),
+    ) {
+        (Ok(backend), Ok(desired)) => (backend, desired),
+        (Err(Error::Usage(a)), Err(Error::Usage(b))) => {
+            return Err(Error::usage(format!("{a}; and {b}")))
         }
-    } else {
-        let url = affine_url.clone().ok_or_else(|| {
-            Error::usage("one of affine_url (or the environment variable AFFINE_URL) or config_file is required")
-        })?;
-        Backend::Api {
-            url,
-            credentials: credentials(params)?,
-            http: http_options(params)?,
-            wait: if params.bool("wait") {
-                Some(seconds(params, "wait_timeout")?)
-            } else {
-                None
-            },
-        }
-    };
-
-    let desired = if params.str("state").as_deref() == Some("absent") {
-        Desired::Absent
-    } else {
-        let slug = resolve_slug(
-            params.str("slug").as_deref(),
-            params.str("issuer").as_deref(),
-            NameStyle::Module,
-        )?;
-        let issuer = resolve_issuer(
-            params.str("issuer").as_deref(),
-            params.str("authentik_url").as_deref(),
-            &slug,
-            NameStyle::Module,
-        )?;
-        let client_id = resolve_client_id(
-            params.str("client_id").as_deref(),
-            affine_url.as_ref(),
-            &slug,
-            NameStyle::Module,
-        )?;
-        let client_secret = params
-            .secret("client_secret")
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::usage("client_secret is required with state=present"))?;
-        Desired::Present(OidcValue {
-            issuer,
-            client_id,
-            client_secret,
-            args: params.dict("args").unwrap_or_default(),
-        })
+        (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     Ok(Request {
         backend,
@@ -146,6 +106,66 @@ pub fn request_from_params(params: &Params) -> Result<Request> {
         check_mode: params.internal.check_mode,
     })
 }
+
+fn backend_from_params(params: &Params, affine_url: Option<&BaseUrl>) -> Result<Backend> {
+    if let Some(path) = params.str("config_file") {
+        return Ok(Backend::File {
+            path: PathBuf::from(path),
+            backup: params.bool("backup"),
+        });
+    }
+    let url = affine_url.cloned().ok_or_else(|| {
+        Error::usage(
+            "one of affine_url (or the environment variable AFFINE_URL) or config_file is required",
+        )
+    })?;
+    Ok(Backend::Api {
+        url,
+        credentials: credentials(params)?,
+        http: http_options(params)?,
+        wait: if params.bool("wait") {
+            Some(seconds(params, "wait_timeout")?)
+        } else {
+            None
+        },
+    })
+}
+
+fn desired_from_params(params: &Params, affine_url: Option<&BaseUrl>) -> Result<Desired> {
+    if params.str("state").as_deref() == Some("absent") {
+        return Ok(Desired::Absent);
+    }
+    let slug = resolve_slug(
+        params.str("slug").as_deref(),
+        params.str("issuer").as_deref(),
+        NameStyle::Module,
+    )?;
+    let issuer = resolve_issuer(
+        params.str("issuer").as_deref(),
+        params.str("authentik_url").as_deref(),
+        &slug,
+        NameStyle::Module,
+    )?;
+    let client_id = resolve_client_id(
+        params.str("client_id").as_deref(),
+        affine_url,
+        &slug,
+        NameStyle::Module,
+    )?;
+    let client_secret = params
+        .secret("client_secret")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::usage("client_secret is required with state=present"))?;
+    Ok(Desired::Present(OidcValue {
+        issuer,
+        client_id,
+        client_secret,
+        args: params.dict("args").unwrap_or_default(),
+    }))
+}
+
+/// The task gave no way to sign in as AFFiNE's administrator.
+pub const MISSING_CREDENTIALS: &str = "AFFiNE's administrator is missing: give admin_email and admin_password, or session_token (each may come from the environment instead: AFFINE_ADMIN_EMAIL, AFFINE_ADMIN_PASSWORD, AFFINE_SESSION_TOKEN)";
 
 /// Explicit task parameters win over the environment; of two from the environment, the
 /// session token (one request fewer, no rate-limited sign-in).
@@ -183,9 +203,7 @@ fn credentials(params: &Params) -> Result<Credentials> {
             Error::usage("admin_password needs admin_email (or AFFINE_ADMIN_EMAIL)")
         })?
     };
-    chosen.ok_or_else(|| {
-        Error::usage("give admin_email and admin_password, or session_token (or AFFINE_ADMIN_EMAIL/AFFINE_ADMIN_PASSWORD, AFFINE_SESSION_TOKEN)")
-    })
+    chosen.ok_or_else(|| Error::usage(MISSING_CREDENTIALS))
 }
 
 /// Before/after for reports. Secrets are masks; a changed secret shows as a different mask

@@ -113,6 +113,13 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
 /// The module's parameter names in a usage message, as this command's flags and
 /// environment variables: "give issuer, or authentik_url" → "give --issuer, or --authentik-url".
 fn in_cli_words(message: &str) -> String {
+    // The module's credentials sentence names parameters and then the variables; a shell
+    // user has the variables (and --admin-email), so say it once, their way.
+    let message = message.replace(
+        affine_oidc::MISSING_CREDENTIALS,
+        "AFFiNE's administrator is missing: export AFFINE_ADMIN_EMAIL (or give --admin-email) and AFFINE_ADMIN_PASSWORD, or AFFINE_SESSION_TOKEN",
+    );
+    let message = message.as_str();
     const NAMES: [(&str, &str); 13] = [
         ("affine_url", "--affine-url"),
         ("admin_email", "--admin-email"),
