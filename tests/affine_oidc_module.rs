@@ -166,6 +166,25 @@ fn an_args_file_that_is_not_json_fails_as_one_json_object() {
 }
 
 #[test]
+fn an_args_file_with_a_byte_order_mark_is_read() {
+    // A BOM is not JSON but says nothing: the module reads past it, and then reports on the
+    // arguments themselves (here: the required ones are missing).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("args");
+    fs::write(
+        &path,
+        "\u{feff}{\"_ansible_module_name\": \"affine_oidc\", \"state\": \"present\"}",
+    )
+    .unwrap();
+    let out = command(&["module"]).arg(&path).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["failed"], json!(true));
+    let msg = v["msg"].as_str().unwrap();
+    assert!(!msg.contains("not a JSON object"), "{v}");
+    assert!(msg.contains("affine_url"), "{v}");
+}
+
+#[test]
 fn a_timeout_too_large_for_the_clock_is_refused_not_a_panic() {
     // This was the one natural panic found (`now + timeout` overflowed inside the HTTP
     // client, issue 9); it is now a usage error naming the limit. No input is known to

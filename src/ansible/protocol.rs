@@ -43,7 +43,9 @@ fn run_guarded(
     redactor: &mut Redactor,
 ) -> Map<String, Value> {
     let raw: Value = match std::fs::read_to_string(args_path) {
-        Ok(text) => match serde_json::from_str(&text) {
+        // A byte-order mark (an args file written by hand on Windows, say) is no JSON
+        // but says nothing: read past it.
+        Ok(text) => match serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text)) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 return failure(format!(
