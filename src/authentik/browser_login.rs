@@ -17,14 +17,14 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::Url;
 use serde_json::{json, Value};
 
-use crate::http::describe_transport_error;
+use crate::http::{describe_transport_error, read_body_capped};
 use crate::secret::Secret;
 
 /// More requests than any login of the recorded shapes takes (about ten): past this the
 /// walk is going round in circles.
 const MAX_REQUESTS: usize = 40;
 /// The most a page or challenge of authentik's may hold.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// Where authentik sent the browser in the end: AFFiNE's callback with these.
 pub struct Callback {
@@ -183,7 +183,8 @@ impl<'a> BrowserLogin<'a> {
                 })?;
             return self.after_redirect(location).map(|n| (n, None));
         }
-        let text = read_capped(response)?;
+        let text = read_body_capped(response, "authentik", MAX_BODY_BYTES)
+            .map_err(|e| failure(e.to_string(), "is this URL authentik's?"))?;
         if status == 400 && !text.trim_start().starts_with('{') {
             return Err(authorize_refusal(&text, self.callback));
         }
@@ -349,30 +350,6 @@ fn without_query(url: &Url) -> String {
     let mut shown = url.clone();
     shown.set_query(None);
     shown.to_string()
-}
-
-fn read_capped(response: Response) -> Result<String, Failure> {
-    use std::io::Read;
-    let mut body = Vec::new();
-    response
-        .take(MAX_BODY_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| {
-            failure(
-                format!("reading authentik's answer failed: {e}"),
-                "try again",
-            )
-        })?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(failure(
-            format!(
-                "authentik's answer is larger than {} MiB",
-                MAX_BODY_BYTES >> 20
-            ),
-            "is this URL authentik's?",
-        ));
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A challenge's `response_errors` (`{"password": [{"string": "Invalid password", ...}]}`)

@@ -7,14 +7,13 @@
 //! path. So verify follows them too, by AFFiNE 0.27's rules (at most 3, a 1 MiB body), and
 //! counts and names each one instead of leaving it to the HTTP client.
 
-use std::io::Read;
 
 use reqwest::blocking::Client;
-use reqwest::header::{CONTENT_LENGTH, LOCATION};
+use reqwest::header::LOCATION;
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::http::describe_transport_error;
+use crate::http::{describe_transport_error, read_body_capped};
 use crate::verify::check::Check;
 use crate::web_url::{discovery_url_as_affine_builds_it, same_issuer};
 
@@ -119,23 +118,9 @@ pub fn fetch_as_affine(http: &Client, url: &str) -> Result<Fetched, String> {
                 format!("HTTP {status}")
             });
         }
-        let announced = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > MAX_BODY_BYTES) {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        response
-            .take(MAX_BODY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("the answer broke off while being read ({e})"))?;
-        if bytes.len() as u64 > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        let body = serde_json::from_slice(&bytes).map_err(|_| {
+        let text = read_body_capped(response, "the issuer", MAX_BODY_BYTES)
+            .map_err(|e| format!("{e} (more than AFFiNE reads)"))?;
+        let body = serde_json::from_str(&text).map_err(|_| {
             if hops.len() > 1 {
                 format!("the answer at {} is not JSON", chain())
             } else {
@@ -144,13 +129,6 @@ pub fn fetch_as_affine(http: &Client, url: &str) -> Result<Fetched, String> {
         })?;
         return Ok(Fetched { body, hops });
     }
-}
-
-fn too_large() -> String {
-    format!(
-        "the answer is larger than {} MiB, more than AFFiNE reads",
-        MAX_BODY_BYTES / (1024 * 1024)
-    )
 }
 
 /// `discovery`: the document AFFiNE fetches has every endpoint it needs. Returns it for the
