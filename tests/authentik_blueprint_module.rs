@@ -1014,3 +1014,21 @@ fn api_an_encryption_key_set_by_hand_is_removed_by_applying_again_with_a_warning
         .assert_ok()
         .changed());
 }
+
+#[test]
+fn scopes_add_to_the_ones_affine_asks_for() {
+    // `scopes: [openid]` (once a way to drop email and profile) still maps all of them: a
+    // provider without them is a login that cannot work.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let task = with(
+        file_task(&dest),
+        json!({"scopes": ["openid"], "authentik_version": "2025.8.3"}),
+    );
+    run(call(task), None).assert_ok();
+    let text = fs::read_to_string(&dest).unwrap();
+    for scope in ["openid", "email", "profile", "offline_access"] {
+        let find = format!("[managed, goauthentik.io/providers/oauth2/scope-{scope}]");
+        assert_eq!(text.matches(&find).count(), 1, "{scope}: {text}");
+    }
+}

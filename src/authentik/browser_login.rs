@@ -176,7 +176,8 @@ impl<'a> BrowserLogin<'a> {
                 .ok_or_else(|| {
                     failure(
                         format!(
-                            "authentik answered {url} with HTTP {status} and no usable Location"
+                            "authentik answered {} with HTTP {status} and no usable Location",
+                            without_query(url)
                         ),
                         "look at authentik's server log",
                     )

@@ -7,7 +7,6 @@
 //! path. So verify follows them too, by AFFiNE 0.27's rules (at most 3, a 1 MiB body), and
 //! counts and names each one instead of leaving it to the HTTP client.
 
-
 use reqwest::blocking::Client;
 use reqwest::header::LOCATION;
 use reqwest::Url;
