@@ -372,7 +372,7 @@ fn verify_chain(c: &Chain, creds: Creds, more: &[&str]) -> Verify {
 }
 
 /// Every check verify knows, in the order of the chain (and of its output).
-const ALL_CHECKS: [&str; 24] = [
+const ALL_CHECKS: [&str; 25] = [
     "discovery",
     "issuer",
     "jwks",
@@ -385,6 +385,7 @@ const ALL_CHECKS: [&str; 24] = [
     "client-id",
     "redirect-uri",
     "authentik-provider",
+    "authentik-version",
     "authentik-redirect-uri",
     "authentik-client-id",
     "authentik-grant-types",
@@ -412,8 +413,9 @@ const AFFINE_CHECKS: [&str; 9] = [
 ];
 /// AFFiNE's stored setting: with an administrator's credentials.
 const STORED_CHECKS: [&str; 2] = ["affine-issuer", "affine-client-id"];
-const AUTHENTIK_CHECKS: [&str; 7] = [
+const AUTHENTIK_CHECKS: [&str; 8] = [
     "authentik-provider",
+    "authentik-version",
     "authentik-redirect-uri",
     "authentik-client-id",
     "authentik-grant-types",
@@ -1811,4 +1813,23 @@ fn the_login_password_comes_from_the_environment_or_a_file_never_a_flag() {
     );
     v.assert_exit(2);
     v.out.assert_no_secrets(&[TESTER_PASSWORD]);
+}
+
+#[test]
+fn an_authentik_newer_than_known_is_checked_by_the_newest_rules_with_one_warning() {
+    let c = chain_on("2026.11.0", "0.26.1", None);
+    let v = verify_chain(&c, TOKEN, &[]);
+    v.assert_exit(0);
+    assert_eq!(
+        v.ids_marked("WARN"),
+        ["authentik-version"],
+        "{}",
+        v.out.stdout
+    );
+    let text = v.check_text("authentik-version");
+    assert!(
+        text.contains("authentik 2026.11.0 is newer than this tool knows"),
+        "{text}"
+    );
+    assert!(v.check_text("authentik-scopes").starts_with("PASS"));
 }

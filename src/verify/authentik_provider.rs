@@ -19,8 +19,9 @@ use crate::web_url::BaseUrl;
 pub const AFFINE_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 
 /// The provider checks, in order, for skipping them together.
-const PROVIDER_CHECKS: [&str; 7] = [
+const PROVIDER_CHECKS: [&str; 8] = [
     "authentik-provider",
+    "authentik-version",
     "authentik-redirect-uri",
     "authentik-client-id",
     "authentik-grant-types",
@@ -104,18 +105,37 @@ pub fn check_provider(
     );
     redactor.add(&secret);
 
+    let version = client.version();
     let mut checks = vec![
         Check::pass(
             "authentik-provider",
             format!("application {slug:?} has an OAuth2 provider"),
         ),
+        check_version(&version),
         check_redirect_uri(&provider, callback),
         check_client_id(&provider, client_id),
         check_grant_types(&provider),
         check_keys(&provider),
     ];
-    checks.extend(check_scopes(&client, &provider, affine_version));
+    checks.extend(check_scopes(&client, version, &provider, affine_version));
     (checks, Ok(secret))
+}
+
+/// `authentik-version`: the running authentik, whose version decides what the other
+/// checks expect; one newer than this tool knows is judged by the newest rules, with a
+/// warning.
+fn check_version(version: &crate::error::Result<AuthentikVersion>) -> Check {
+    match version {
+        Ok(v) => match v.newer_warning() {
+            Some(warning) => Check::warn(
+                "authentik-version",
+                warning,
+                "the newest known rules apply; if a check below misjudges this authentik, update affine-authentik",
+            ),
+            None => Check::pass("authentik-version", format!("authentik {v}")),
+        },
+        Err(e) => Check::fail("authentik-version", e.to_string(), "check the token's rights"),
+    }
 }
 
 /// `authentik-keys`: AFFiNE 0.25.7+ verifies an RS256-signed id_token against the JWKS.
@@ -209,10 +229,11 @@ fn check_grant_types(provider: &Value) -> Check {
 /// 2025.10+'s managed mapping sends).
 fn check_scopes(
     client: &AuthentikClient,
+    version: crate::error::Result<AuthentikVersion>,
     provider: &Value,
     affine_version: Option<AffineVersion>,
 ) -> Vec<Check> {
-    let mappings = client.version().and_then(|version| {
+    let mappings = version.and_then(|version| {
         let assigned = provider
             .get("property_mappings")
             .and_then(Value::as_array)
