@@ -323,7 +323,7 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
     match &value {
         Value::Object(map) => {
             for (k, item) in map {
-                check_text(p.name, k)?;
+                check_text(&format!("argument '{}'", p.name), k)?;
                 if k.trim().is_empty() {
                     return Err(Error::usage(format!(
                         "argument '{}' has an empty key; give KEY=VALUE",
@@ -331,7 +331,7 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
                     )));
                 }
                 match item {
-                    Value::String(text) => check_text(p.name, text)?,
+                    Value::String(text) => check_text(&format!("argument '{}'", p.name), text)?,
                     Value::Number(n) if n.is_f64() => return Err(float_for_text(p, item)),
                     _ => {}
                 }
@@ -340,7 +340,7 @@ fn coerce(p: &Param, v: &Value) -> Result<Value> {
         Value::Array(items) if p.kind == Kind::List => {
             for item in items {
                 match item {
-                    Value::String(text) => check_text(p.name, text)?,
+                    Value::String(text) => check_text(&format!("argument '{}'", p.name), text)?,
                     Value::Number(n) if n.is_f64() => return Err(float_for_text(p, item)),
                     _ => {}
                 }
@@ -358,17 +358,18 @@ pub const MAX_TEXT_LEN: usize = 4096;
 
 /// No control character (NUL, newline, escape…) in any text: none belongs in a URL, a
 /// name, a path or a secret, and a NUL or newline cut short or split what reaches the
-/// server. The message gives the position, never the value.
-pub fn check_text(name: &str, s: &str) -> Result<()> {
+/// server. The message gives the position, never the value. `what` names the input as the
+/// caller's user knows it (`argument 'slug'`, `--slug`, `AUTHENTIK_TOKEN`).
+pub fn check_text(what: &str, s: &str) -> Result<()> {
     if s.len() > MAX_TEXT_LEN {
         return Err(Error::usage(format!(
-            "argument '{name}' is {} bytes long, more than the {MAX_TEXT_LEN} any value here may be; check what was given",
+            "{what} is {} bytes long, more than the {MAX_TEXT_LEN} any value here may be; check what was given",
             s.len()
         )));
     }
     if let Some((at, c)) = s.char_indices().find(|(_, c)| c.is_control()) {
         return Err(Error::usage(format!(
-            "argument '{name}' holds a control character ({}) at byte {at}; give the value without it",
+            "{what} holds a control character ({}) at byte {at}; give the value without it",
             control_name(c)
         )));
     }
@@ -409,7 +410,7 @@ fn coerce_kind(p: &Param, v: &Value) -> Result<Value> {
                 Value::Number(n) => n.to_string(),
                 _ => return Err(type_error(p, v, "str")),
             };
-            check_text(p.name, &s)?;
+            check_text(&format!("argument '{}'", p.name), &s)?;
             if p.kind == Kind::Path {
                 Value::String(expand_home(&s))
             } else {

@@ -42,31 +42,30 @@ pub fn options_from_args(args: &BlueprintArgs) -> Result<BlueprintOptions> {
 /// The modules' rule for text, for the flags: no control character, no megabyte.
 fn check_flags(args: &BlueprintArgs) -> Result<()> {
     let one = |flag: &str, value: Option<&str>| match value {
-        Some(v) => params::check_text(flag, v)
-            .map_err(|e| Error::usage(e.message().replace("argument ", ""))),
+        Some(v) => params::check_text(flag, v),
         None => Ok(()),
     };
-    one("'--affine-url'", Some(&args.affine_url))?;
-    one("'--slug'", Some(&args.slug))?;
-    one("'--name'", Some(&args.name))?;
-    one("'--provider-name'", args.provider_name.as_deref())?;
-    one("'--launch-url'", args.launch_url.as_deref())?;
-    one("'--client-id'", args.client_id.as_deref())?;
+    one("--affine-url", Some(&args.affine_url))?;
+    one("--slug", Some(&args.slug))?;
+    one("--name", Some(&args.name))?;
+    one("--provider-name", args.provider_name.as_deref())?;
+    one("--launch-url", args.launch_url.as_deref())?;
+    one("--client-id", args.client_id.as_deref())?;
     one(
-        "'--client-secret-env'",
+        "--client-secret-env",
         args.secret.client_secret_env.as_deref(),
     )?;
     one(
-        "'--client-secret-file'",
+        "--client-secret-file",
         args.secret.client_secret_file.as_deref(),
     )?;
-    one("'--authorization-flow'", Some(&args.authorization_flow))?;
-    one("'--invalidation-flow'", Some(&args.invalidation_flow))?;
-    one("'--signing-key'", Some(&args.signing_key))?;
-    one("'--group'", args.group.as_deref())?;
-    one("'--authentik-version'", Some(&args.authentik_version))?;
+    one("--authorization-flow", Some(&args.authorization_flow))?;
+    one("--invalidation-flow", Some(&args.invalidation_flow))?;
+    one("--signing-key", Some(&args.signing_key))?;
+    one("--group", args.group.as_deref())?;
+    one("--authentik-version", Some(&args.authentik_version))?;
     for scope in &args.scopes {
-        one("'--scope'", Some(scope))?;
+        one("--scope", Some(scope))?;
     }
     if args.secret.inline_client_secret {
         let secret = std::env::var(DEFAULT_SECRET_ENV).unwrap_or_default();

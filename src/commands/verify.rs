@@ -44,8 +44,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
             Some(path) => format!("--authentik-token-file {}", path.display()),
             None => "AUTHENTIK_TOKEN".to_string(),
         };
-        crate::ansible::params::check_text(&source, t.expose())
-            .map_err(|e| Error::usage(e.message().replace("argument ", "")))?;
+        crate::ansible::params::check_text(&source, t.expose())?;
     }
     let authentik = match (token, authentik_url) {
         (Some(token), Some(url)) => Ok(AuthentikAccess {
