@@ -1760,6 +1760,7 @@ fn the_login_password_comes_from_the_environment_or_a_file_never_a_flag() {
     std::fs::write(&file, format!("{TESTER_PASSWORD}\n")).unwrap();
     let affine_url = c.affine.url();
     let authentik_url = c.authentik.url();
+    let sessions = c.affine.session_count();
     let v = verify(
         &[
             "--affine-url",
@@ -1780,6 +1781,8 @@ fn the_login_password_comes_from_the_environment_or_a_file_never_a_flag() {
         v.out.stdout
     );
     v.out.assert_no_secrets(&[TESTER_PASSWORD]);
+    // The test user's session was signed out again: none is left behind.
+    assert_eq!(c.affine.session_count(), sessions, "{}", v.out.stdout);
 
     // No password at all: a usage error before anything is asked.
     let v = verify(
