@@ -58,10 +58,13 @@ fn rerun_when_head_moves(dir: &Path) {
         .map(|c| dir.join(c))
         .unwrap_or_else(|| git_dir.clone());
     println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        common_dir.join("packed-refs").display()
-    );
+    // Only when it exists: cargo counts a missing file as changed, and would rebuild the
+    // crate on every build. When `git pack-refs` creates it later, the loose branch ref
+    // below disappears, which triggers the rerun.
+    let packed_refs = common_dir.join("packed-refs");
+    if packed_refs.exists() {
+        println!("cargo:rerun-if-changed={}", packed_refs.display());
+    }
     if let Some(branch_ref) = git(dir, &["symbolic-ref", "-q", "HEAD"]) {
         println!(
             "cargo:rerun-if-changed={}",
