@@ -31,6 +31,10 @@ pub struct WriteOptions {
     /// Copy the existing file to `<path>.<pid>.<YYYY-MM-DD@HH:MM:SS>~` first (Ansible's
     /// backup naming).
     pub backup: bool,
+    /// Replace the file even when it is read-only (no write bit for anyone), as `cp -f`
+    /// does; by default a read-only file is refused, since someone made it so on purpose.
+    /// The new file keeps the read-only mode unless `mode` says otherwise.
+    pub replace_read_only: bool,
     /// The content holds a literal secret: a new file is 0600, and an existing file that
     /// group or others may read loses those bits (with a warning in [`Written`]), unless
     /// `mode` says otherwise.
@@ -150,23 +154,47 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether the file found at `path` (`target` and `existing` from [`resolve_target`]) may be
+/// replaced or removed:
+/// an error naming the way out for a read-only file, unless `replace_read_only`; then the
+/// warning to give. Callers in check mode ask it too, so check mode fails where the run
+/// would.
+pub fn check_replaceable(
+    path: &Path,
+    target: &Path,
+    existing: Option<&fs::Metadata>,
+    replace_read_only: bool,
+) -> Result<Option<String>> {
+    let Some(meta) = existing else {
+        return Ok(None);
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    // No write bit for anyone: someone made it read-only on purpose; root could replace
+    // it, and must not behind their back.
+    if mode & 0o222 != 0 {
+        return Ok(None);
+    }
+    if replace_read_only {
+        return Ok(Some(format!(
+            "{} was read-only (mode {mode:04o}) and was replaced, as force asked",
+            path.display()
+        )));
+    }
+    Err(Error::failed(format!(
+        "{} is read-only (mode {mode:04o}): it was left alone; to replace it, give --force \
+         (in a task: force: true) or make it writable (chmod u+w {})",
+        path.display(),
+        target.display()
+    )))
+}
+
 pub fn write(path: &Path, contents: &[u8], options: WriteOptions) -> Result<Written> {
     let (target, existing) = resolve_target(path)?;
-    if let Some(meta) = &existing {
-        // No write bit for anyone: someone made it read-only on purpose; root could
-        // replace it, and must not behind their back.
-        if meta.permissions().mode() & 0o222 == 0 {
-            return Err(Error::failed(format!(
-                "{} is read-only (mode {:04o}): it was left alone; make it writable \
-                 (chmod u+w {}) if it should be replaced",
-                path.display(),
-                meta.permissions().mode() & 0o7777,
-                target.display()
-            )));
-        }
-    }
+    let read_only_warning =
+        check_replaceable(path, &target, existing.as_ref(), options.replace_read_only)?;
     let dir = parent_dir(&target);
     let mut written = Written::default();
+    written.warnings.extend(read_only_warning);
     let existing_mode = existing.as_ref().map(|m| m.permissions().mode() & 0o7777);
     let mode = match (options.mode, existing_mode) {
         (Some(m), _) => m,
@@ -446,6 +474,26 @@ mod tests {
         );
         assert_eq!(fs::read(&path).unwrap(), b"keep");
         assert_eq!(mode_of(&path), 0o444);
+    }
+
+    #[test]
+    fn a_read_only_file_is_replaced_when_asked_and_stays_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bp.yaml");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        let options = WriteOptions {
+            replace_read_only: true,
+            ..WriteOptions::default()
+        };
+        let written = write(&path, b"new", options).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(mode_of(&path), 0o444);
+        assert!(
+            written.warnings.iter().any(|w| w.contains("read-only")),
+            "{:?}",
+            written.warnings
+        );
     }
 
     #[test]

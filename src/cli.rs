@@ -185,6 +185,10 @@ pub struct BlueprintArgs {
     /// Write to FILE (atomically) instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// With -o: replace FILE even when it is read-only, as `cp -f` does (it stays read-only).
+    #[arg(short, long, requires = "output")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +235,10 @@ pub struct ApplyArgs {
     /// With --config-file: keep a timestamped copy before changing it.
     #[arg(long)]
     pub backup: bool,
+
+    /// With --config-file: replace the file even when it is read-only (it stays read-only).
+    #[arg(short, long, requires = "config_file")]
+    pub force: bool,
 
     #[command(flatten)]
     pub oidc: OidcClientArgs,

@@ -24,8 +24,13 @@ pub enum Backend {
         http: HttpOptions,
         wait: Option<Duration>,
     },
-    /// AFFiNE's config.json: takes effect at the next server start.
-    File { path: PathBuf, backup: bool },
+    /// AFFiNE's config.json: takes effect at the next server start. `force` replaces a
+    /// read-only file too.
+    File {
+        path: PathBuf,
+        backup: bool,
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -77,9 +82,11 @@ pub fn reconcile(request: &Request, redactor: &mut Redactor) -> Result<Outcome> 
             request.check_mode,
             redactor,
         ),
-        Backend::File { path, backup } => {
-            reconcile_file(path, *backup, &request.desired, request.check_mode)
-        }
+        Backend::File {
+            path,
+            backup,
+            force,
+        } => reconcile_file(path, *backup, *force, &request.desired, request.check_mode),
     }
 }
 
@@ -254,6 +261,7 @@ fn wait_for_registration(
 fn reconcile_file(
     path: &std::path::Path,
     backup: bool,
+    force: bool,
     desired: &Desired,
     check_mode: bool,
 ) -> Result<Outcome> {
@@ -289,9 +297,11 @@ fn reconcile_file(
         ..Outcome::default()
     };
     if outcome.changed {
+        // Check mode too: it fails on a read-only file where the run would.
+        file.check_replaceable(force)?;
         if !check_mode {
             file.set_oidc(after.as_ref())?;
-            let written = file.save(backup)?;
+            let written = file.save(backup, force)?;
             outcome.backup_file = written.backup_file;
             outcome.warnings.extend(written.warnings);
         }

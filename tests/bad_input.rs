@@ -235,7 +235,7 @@ fn a_read_only_file_and_a_missing_folder_are_refused_with_their_fix() {
         ],
         &[],
     );
-    assert_refused(&r, 1, &["read-only", "chmod u+w"]);
+    assert_refused(&r, 1, &["read-only", "--force", "chmod u+w"]);
     assert_eq!(fs::read_to_string(&ro).unwrap(), "keep\n");
     assert_eq!(mode_of(&ro), 0o444);
 
@@ -253,6 +253,115 @@ fn a_read_only_file_and_a_missing_folder_are_refused_with_their_fix() {
     assert_refused(&r, 1, &["does not exist", "create it first"]);
     assert!(!r.stderr.contains(".affine-authentik-"), "{}", r.stderr);
     assert_eq!(entries(dir.path()), ["affine.yaml"]);
+}
+
+/// A read-only file is replaced only when asked (`--force`, `force: true`), keeps its
+/// read-only mode then, and check mode fails on it exactly as the run would.
+#[test]
+fn a_read_only_target_is_replaced_only_when_forced_and_check_mode_says_so_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let read_only = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        path
+    };
+
+    // The CLI: -o with --force.
+    let bp = read_only("cli.yaml", "old\n");
+    let bp_arg = bp.to_str().unwrap();
+    let r = run_cli(
+        &[
+            "blueprint",
+            "--affine-url",
+            AFFINE_URL,
+            "-o",
+            bp_arg,
+            "--force",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(fs::read_to_string(&bp)
+        .unwrap()
+        .contains("authentik_providers_oauth2"));
+    assert_eq!(mode_of(&bp), 0o444);
+    assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+    // --force without -o is a usage error, not a silent no-op.
+    let r = run_cli(&["blueprint", "--affine-url", AFFINE_URL, "--force"], &[]);
+    assert_refused(&r, 2, &["--output"]);
+
+    // authentik_blueprint: check mode fails as the run would; force replaces.
+    let dest = read_only("dest.yaml", "old\n");
+    let params = json!({"affine_url": AFFINE_URL, "dest": dest.to_str().unwrap()});
+    let run = run_module(module("authentik_blueprint", params.clone()).check());
+    assert_module_refused(&run, &["read-only", "force: true"]);
+    let run = run_module(module("authentik_blueprint", params.clone()));
+    assert_module_refused(&run, &["read-only", "force: true"]);
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
+    let mut forced = params.clone();
+    forced["force"] = json!(true);
+    let run = run_module(module("authentik_blueprint", forced.clone()).check());
+    run.assert_ok();
+    assert!(run.changed());
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
+    let run = run_module(module("authentik_blueprint", forced.clone()));
+    run.assert_ok();
+    assert!(run.changed());
+    assert_eq!(mode_of(&dest), 0o444);
+    // Up to date now: a read-only file that needs no change is fine without force.
+    let run = run_module(module("authentik_blueprint", params.clone()));
+    run.assert_ok();
+    assert!(!run.changed(), "{}", run.msg());
+    // Removing is replacing with nothing.
+    let mut absent = params.clone();
+    absent["state"] = json!("absent");
+    let run = run_module(module("authentik_blueprint", absent.clone()));
+    assert_module_refused(&run, &["read-only"]);
+    assert!(dest.exists());
+    absent["force"] = json!(true);
+    run_module(module("authentik_blueprint", absent)).assert_ok();
+    assert!(!dest.exists());
+
+    // affine_oidc on config.json, and apply --config-file --force.
+    let config = read_only("config.json", "{\"server\": {\"name\": \"x\"}}\n");
+    let params = json!({"config_file": config.to_str().unwrap(), "issuer": ISSUER,
+                        "client_id": "id", "client_secret": SECRET});
+    let run = run_module(module("affine_oidc", params.clone()).check());
+    assert_module_refused(&run, &["read-only", "force: true"]);
+    let r = run_cli(
+        &[
+            "apply",
+            "--config-file",
+            config.to_str().unwrap(),
+            "--issuer",
+            ISSUER,
+            "--client-id",
+            "id",
+        ],
+        &[("AFFINE_OIDC_CLIENT_SECRET", SECRET)],
+    );
+    assert_refused(&r, 1, &["read-only", "--force"]);
+    let r = run_cli(
+        &[
+            "apply",
+            "--config-file",
+            config.to_str().unwrap(),
+            "--issuer",
+            ISSUER,
+            "--client-id",
+            "id",
+            "--force",
+        ],
+        &[("AFFINE_OIDC_CLIENT_SECRET", SECRET)],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    r.assert_no_secrets(&SECRETS);
+    let doc: Value = serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(doc["oauth"]["providers.oidc"]["clientId"], json!("id"));
+    assert_eq!(doc["server"]["name"], json!("x"));
+    assert_eq!(mode_of(&config), 0o444);
+    assert_eq!(entries(dir.path()), ["cli.yaml", "config.json"]);
 }
 
 #[test]

@@ -167,7 +167,7 @@ fn the_config_json_editor_keeps_every_other_byte_and_reads_back_what_it_set() {
         // Valid JSON, read back as what was set.
         serde_json::from_str::<serde::de::IgnoredAny>(edited.trim_start_matches('\u{feff}'))
             .unwrap_or_else(|e| panic!("round {round}: {e}\n{original}\n→\n{edited}"));
-        file.save(false).unwrap();
+        file.save(false, false).unwrap();
         let again = ConfigFile::load(&path).unwrap();
         assert_eq!(
             again.oidc(),

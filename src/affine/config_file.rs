@@ -62,6 +62,13 @@ impl ConfigFile {
                 Error::failed(format!("cannot read {shown}: {e}"))
             }
         })?;
+        Self::from_text(path, raw)
+    }
+
+    /// The file at `path` as if it held `raw`: the same checks as [`ConfigFile::load`],
+    /// without reading. `path` is where [`ConfigFile::save`] writes and what messages name.
+    pub fn from_text(path: &Path, raw: String) -> Result<Self> {
+        let shown = path.display();
         let (bom, text) = match raw.strip_prefix(BOM) {
             Some(rest) => (true, rest.to_string()),
             None => (false, raw),
@@ -178,9 +185,16 @@ impl ConfigFile {
         out
     }
 
+    /// Fails as [`ConfigFile::save`] would on a read-only file (unless `force`), so check
+    /// mode can say so without writing.
+    pub fn check_replaceable(&self, force: bool) -> Result<()> {
+        let (target, meta) = atomic_file::resolve_target(&self.path)?;
+        atomic_file::check_replaceable(&self.path, &target, meta.as_ref(), force).map(|_| ())
+    }
+
     /// Writes the document atomically, keeping the file's mode and owner; a new file is
-    /// 0600, since it holds a client secret.
-    pub fn save(&self, backup: bool) -> Result<Written> {
+    /// 0600, since it holds a client secret. `force` replaces a read-only file too.
+    pub fn save(&self, backup: bool, force: bool) -> Result<Written> {
         // An existing file keeps its mode: AFFiNE's container reads it as whichever user
         // the deployment chose, and tightening it could lock AFFiNE out of its own config.
         let mode = (!self.exists).then_some(0o600);
@@ -190,6 +204,7 @@ impl ConfigFile {
             WriteOptions {
                 mode,
                 backup,
+                replace_read_only: force,
                 secret: false,
             },
         )
@@ -415,7 +430,7 @@ mod tests {
         std::fs::write(&path, r#"{"$schema":"x","server":{"name":"n"},"oauth":{"providers.google":{"clientId":"g"}},"zeta":1,"alpha":2}"#).unwrap();
         let mut file = ConfigFile::load(&path).unwrap();
         file.set_oidc(Some(&value())).unwrap();
-        file.save(false).unwrap();
+        file.save(false, false).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let keys: Vec<&str> = [
             "\"$schema\"",
@@ -440,7 +455,7 @@ mod tests {
         let mut file = ConfigFile::load(&path).unwrap();
         assert!(file.oidc().is_none());
         file.set_oidc(Some(&value())).unwrap();
-        file.save(false).unwrap();
+        file.save(false, false).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("{\n  \"$schema\""), "{text}");
         assert_eq!(
@@ -473,7 +488,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let mut file = ConfigFile::load(&path).unwrap();
         file.set_oidc(value).unwrap();
-        file.save(false).unwrap();
+        file.save(false, false).unwrap();
         let out = std::fs::read_to_string(&path).unwrap();
         // What was written reads back as what was set.
         let again = ConfigFile::load(&path).unwrap();

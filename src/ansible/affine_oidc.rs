@@ -36,6 +36,7 @@ pub static SPEC: Spec = Spec {
             .no_log(),
         Param::new("config_file", Kind::Path),
         Param::new("backup", Kind::Bool).default("false"),
+        Param::new("force", Kind::Bool).default("false"),
         Param::new("issuer", Kind::Str),
         Param::new("authentik_url", Kind::Str),
         Param::new("slug", Kind::Str),
@@ -112,6 +113,7 @@ fn backend_from_params(params: &Params, affine_url: Option<&BaseUrl>) -> Result<
         return Ok(Backend::File {
             path: PathBuf::from(path),
             backup: params.bool("backup"),
+            force: params.bool("force"),
         });
     }
     let url = affine_url.cloned().ok_or_else(|| {

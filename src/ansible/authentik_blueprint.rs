@@ -53,6 +53,7 @@ pub static SPEC: Spec = Spec {
         Param::new("dest", Kind::Path),
         Param::new("mode", Kind::Raw),
         Param::new("backup", Kind::Bool).default("false"),
+        Param::new("force", Kind::Bool).default("false"),
         Param::new("authentik_url", Kind::Str).env("AUTHENTIK_URL"),
         Param::new("authentik_token", Kind::Str)
             .env("AUTHENTIK_TOKEN")
@@ -341,7 +342,8 @@ fn insert_blueprint_fields(rendered: &blueprint::Rendered, result: &mut Map<Stri
 fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Value>> {
     let check = params.internal.check_mode;
     // Before reading: a FIFO would block the read and /dev/zero never end it.
-    let (_, existing_meta) = atomic_file::resolve_target(dest)?;
+    let (target, existing_meta) = atomic_file::resolve_target(dest)?;
+    let force = params.bool("force");
     if let Some(meta) = &existing_meta {
         atomic_file::check_read_back_size(dest, meta)?;
     }
@@ -365,6 +367,10 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
 
     if absent {
         let changed = existing.is_some();
+        if changed {
+            // Removing is replacing with nothing: a read-only file is kept unless forced.
+            atomic_file::check_replaceable(dest, &target, existing_meta.as_ref(), force)?;
+        }
         if changed && !check {
             std::fs::remove_file(dest)
                 .map_err(|e| Error::failed(format!("cannot remove {}: {e}", header)))?;
@@ -394,6 +400,10 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
     let content_changed = existing.as_deref() != Some(rendered.yaml.as_bytes());
     let mode_changed = existing_mode.is_some_and(|m| m != mode);
     let changed = content_changed || mode_changed;
+    if content_changed {
+        // Check mode too: it fails on a read-only file where the run would.
+        atomic_file::check_replaceable(dest, &target, existing_meta.as_ref(), force)?;
+    }
     let mut backup_file = None;
     let mut extra_warnings: Vec<String> = mode_warning.into_iter().filter(|_| changed).collect();
     if changed && !check {
@@ -404,6 +414,7 @@ fn run_file(params: &Params, dest: &Path, absent: bool) -> Result<Map<String, Va
                 WriteOptions {
                     mode: Some(mode),
                     backup: params.bool("backup"),
+                    replace_read_only: force,
                     secret: inline,
                 },
             )?;

@@ -34,6 +34,7 @@ fn run_redacted(args: &ApplyArgs, redactor: &mut Redactor) -> Result<()> {
     put("admin_email", args.admin_email.clone().map(Value::from));
     put("config_file", args.config_file.clone().map(Value::from));
     put("backup", Some(Value::Bool(args.backup)));
+    put("force", Some(Value::Bool(args.force)));
     put("issuer", args.oidc.issuer.clone().map(Value::from));
     put(
         "authentik_url",

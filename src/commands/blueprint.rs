@@ -98,6 +98,7 @@ pub fn run(args: &BlueprintArgs) -> Result<()> {
                 rendered.yaml.as_bytes(),
                 WriteOptions {
                     secret,
+                    replace_read_only: args.force,
                     ..WriteOptions::default()
                 },
             )
