@@ -64,6 +64,18 @@ impl BaseUrl {
                 "{what} must not carry a user name or password; credentials go in their own options"
             )));
         }
+        // `https://bob:12/x@affine.example.com` parses as host `bob`, port 12 and a path
+        // holding the rest: a password with `/` in it, accepted and then printed in every
+        // redirect URI. No AFFiNE or authentik base URL has an `@` outside a user:password
+        // part (refused above), so any `@` left in the text is one; the text, not the parsed
+        // path, because `..` segments can remove the `@` and keep the password (found by
+        // the url_rules fuzz target).
+        if trimmed.contains('@') {
+            return Err(UrlError(format!(
+                "{what} {shown:?} has an '@' after its host, which looks like a user:password part \
+                 whose password holds '/'; a base URL has neither, and credentials go in their own options"
+            )));
+        }
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(UrlError(format!(
                 "{what} {shown:?} must start with http:// or https://, not {}:",
@@ -242,6 +254,21 @@ mod tests {
         let huge = format!("https://{}", "a".repeat(1 << 20));
         let e = BaseUrl::parse("u", &huge).unwrap_err();
         assert!(e.0.len() < 200, "{}", e.0);
+    }
+
+    /// Found by the url_rules fuzz target: a password holding `/` made the rest a path,
+    /// and the URL, password included, was accepted.
+    #[test]
+    fn a_password_holding_a_slash_is_refused_and_not_shown() {
+        for bad in [
+            "https://bob:12/x@affine.example.com",
+            "https://bob:12?x@affine.example.com/",
+        ] {
+            let e = BaseUrl::parse("--affine-url", bad).unwrap_err();
+            assert!(!e.0.contains("12/x") && !e.0.contains("12?x"), "{}", e.0);
+        }
+        // An escaped `@` is a character of the path, not a separator.
+        assert!(BaseUrl::parse("u", "https://affine.example.com/team%40x").is_ok());
     }
 
     #[test]
