@@ -744,6 +744,37 @@ fn bad_module_parameters_are_refused_with_a_message_that_names_them() {
     }
 }
 
+/// YAML 1.1 reads `client_secret: 0123` as the number 83: a secret that arrives as a number
+/// may not be the one written, and nobody sees it. The task warns (Ansible itself converts).
+#[test]
+fn a_secret_given_as_a_yaml_number_is_used_with_a_warning_to_quote_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("affine.yaml");
+    let run = run_module(
+        module(
+            "authentik_blueprint",
+            json!({"affine_url": AFFINE_URL, "dest": dest.to_str().unwrap(), "client_secret": 73519}),
+        )
+        .secret("73519"),
+    );
+    run.assert_ok();
+    let warnings = run.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("client_secret") && w.contains("quote it")),
+        "{warnings:?}"
+    );
+    assert!(fs::read_to_string(&dest).unwrap().contains("73519"));
+    // Text stays silent.
+    let run = run_module(module(
+        "authentik_blueprint",
+        json!({"affine_url": AFFINE_URL, "dest": dest.to_str().unwrap(), "client_secret": SECRET}),
+    ));
+    run.assert_ok();
+    assert!(!run.warnings().iter().any(|w| w.contains("YAML number")));
+}
+
 #[test]
 fn bad_flags_are_refused_with_exit_2_and_a_message_that_names_them() {
     let cases: Vec<(Vec<&str>, &[&str])> = vec![

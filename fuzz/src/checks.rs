@@ -19,7 +19,7 @@ use affine_authentik::blueprint::check::check;
 use affine_authentik::blueprint::options::BlueprintOptions;
 use affine_authentik::blueprint::BlueprintSpec;
 use affine_authentik::secret::{Redactor, Secret, MASK};
-use affine_authentik::web_url::{without_userinfo, BaseUrl};
+use affine_authentik::web_url::{without_userinfo, BaseUrl, MAX_URL_LEN};
 use serde_json::{Map, Value};
 
 /// A secret the checks look for in output: long enough not to occur by chance, and not
@@ -277,10 +277,14 @@ pub fn url_rules(data: &[u8]) {
             url.authentik_issuer("affine"),
             url.join("x"),
         ] {
-            assert!(
-                BaseUrl::parse("built", &built).is_ok(),
-                "{built:?} from {base:?}"
-            );
+            // Parses again, unless the path added makes it longer than any base may be.
+            if let Err(e) = BaseUrl::parse("built", &built) {
+                assert!(
+                    built.len() > MAX_URL_LEN,
+                    "{built:?} from {base:?}: {}",
+                    e.0
+                );
+            }
         }
     }
 

@@ -87,6 +87,8 @@ pub struct Params {
     values: Map<String, Value>,
     explicit: BTreeSet<String>,
     pub internal: Internal,
+    /// Said to the user in the task's `warnings` (the protocol adds them to any result).
+    pub warnings: Vec<String>,
 }
 
 impl Params {
@@ -170,6 +172,7 @@ pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params
 
     let mut values = Map::new();
     let mut explicit = BTreeSet::new();
+    let mut warnings = Vec::new();
     for p in spec.params {
         let given = raw.get(p.name).filter(|v| !v.is_null());
         if given.is_some() {
@@ -200,6 +203,9 @@ pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params
                 )));
             }
         }
+        if p.no_log && p.kind == Kind::Str && given.is_some_and(Value::is_number) {
+            warnings.push(yaml_number_secret_warning(p.name));
+        }
         values.insert(p.name.to_string(), coerced);
     }
 
@@ -220,7 +226,20 @@ pub fn parse(spec: &Spec, raw: &Value, redactor: &mut Redactor) -> Result<Params
         values,
         explicit,
         internal,
+        warnings,
     })
+}
+
+/// A secret that reached us as a YAML integer: the text it is sent as may not be what was
+/// written, and being a secret, nobody sees the difference until the login fails. YAML 1.1
+/// (PyYAML, so Ansible) reads `0123` as 83, `0x1F` as 31, `1_000` as 1000 and `1:20` as 80.
+/// A warning, not a refusal: `12345678` does arrive intact, and Ansible itself converts.
+fn yaml_number_secret_warning(name: &str) -> String {
+    format!(
+        "{name} was given as a YAML number, not text, and is sent as that number's digits; \
+         YAML reads 0123 as 83, 0x1F as 31 and 1:20 as 80, so if the secret was written so, \
+         it is not the one sent: quote it ({name}: \"0123\")"
+    )
 }
 
 /// A secret as given and as it appears inside JSON text (`"` → `\"`, `\` → `\\`): a server's

@@ -93,6 +93,9 @@ fn run_guarded(
             Ok(p) => (module.run)(p, redactor).unwrap_or_else(|e| failure(e.to_string())),
             Err(e) => failure(e.to_string()),
         };
+        if let Ok(p) = &parsed {
+            add_warnings(&mut result, &p.warnings);
+        }
         if wants_invocation(&raw) {
             result.insert(
                 "invocation".into(),
@@ -124,6 +127,18 @@ pub fn wants_invocation(args: &Value) -> bool {
         None => true,
         Some(value) => value.as_bool() == Some(true),
     }
+}
+
+/// The parameters' own warnings, first, in the result's `warnings`.
+fn add_warnings(result: &mut Map<String, Value>, warnings: &[String]) {
+    if warnings.is_empty() {
+        return;
+    }
+    let mut all: Vec<Value> = warnings.iter().cloned().map(Value::String).collect();
+    if let Some(Value::Array(existing)) = result.remove("warnings") {
+        all.extend(existing);
+    }
+    result.insert("warnings".into(), Value::Array(all));
 }
 
 pub fn failure(msg: String) -> Map<String, Value> {
