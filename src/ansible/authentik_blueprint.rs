@@ -169,8 +169,11 @@ pub fn mask_literal_secrets(yaml: &str) -> String {
         }
     }
     let masked = out.join("\n") + if yaml.ends_with('\n') { "\n" } else { "" };
+    // As parsed, trimmed (a block scalar's value as its lines show it; found by the
+    // blueprint_yaml fuzz target), and word by word (a folded value).
     let leaks = secrets.iter().any(|s| {
         masked.contains(s.as_str())
+            || masked.contains(s.trim())
             || s.split_whitespace()
                 .any(|piece| piece.len() >= 4 && masked.contains(piece))
     });
