@@ -21,6 +21,10 @@ pub const TEMP_PREFIX: &str = ".affine-authentik-";
 
 /// Long enough that no live write (even of a large binary over slow storage) is still
 /// filling a temporary file this old.
+/// The random part of a temporary file's name (set explicitly, not left to `tempfile`'s
+/// default, since the stale-file cleanup matches it).
+const TEMP_RANDOM_LEN: usize = 6;
+
 pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,6 +98,19 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
             } else {
                 Some("not a regular file")
             };
+            if ft.is_file() {
+                if let Some(stream) = a_stream_of_this_process(path, &meta) {
+                    return Err(Error::failed(format!(
+                        "{shown} is {stream} (the file{} it is redirected to), not a file to replace: \
+                         it was left alone; leave out -o to print, or give the path of a file",
+                        if target != path {
+                            format!(" {}", target.display())
+                        } else {
+                            String::new()
+                        }
+                    )));
+                }
+            }
             if let Some(what) = what {
                 let via = if target != path {
                     format!(" (through the link to {})", target.display())
@@ -107,6 +124,44 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
             Ok((target, Some(meta)))
         }
     }
+}
+
+/// Whether `path` (a regular file, `meta`) is reached through this process's own streams:
+/// `/dev/stdout` → `/proc/self/fd/1` → the file a shell redirected stdout to (`>> build.log`).
+/// Replacing that file would throw away what the shell appended before and send everything
+/// after to a deleted file. Seen by the link chain (`/dev/…`, `/proc/…`) or by the file being
+/// the one standard output or error is open on.
+fn a_stream_of_this_process(path: &Path, meta: &fs::Metadata) -> Option<&'static str> {
+    let mut hop = path.to_path_buf();
+    for _ in 0..40 {
+        if hop.starts_with("/proc") || hop.starts_with("/dev") {
+            return Some("a stream of this process");
+        }
+        let Ok(next) = fs::read_link(&hop) else {
+            break;
+        };
+        hop = match hop.parent() {
+            Some(dir) if next.is_relative() => dir.join(next),
+            _ => next,
+        };
+    }
+    use std::os::fd::{AsFd, BorrowedFd};
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let streams: [(BorrowedFd, &str); 2] = [
+        (stdout.as_fd(), "this run's standard output"),
+        (stderr.as_fd(), "this run's standard error"),
+    ];
+    for (fd, name) in streams {
+        let Ok(stream) = fd.try_clone_to_owned().map(fs::File::from) else {
+            continue;
+        };
+        if let Ok(m) = stream.metadata() {
+            if m.dev() == meta.dev() && m.ino() == meta.ino() {
+                return Some(name);
+            }
+        }
+    }
+    None
 }
 
 /// The file a symlink points to, through every link. `/dev/stdout` → `/proc/self/fd/1` →
@@ -225,6 +280,7 @@ pub fn write(path: &Path, contents: &[u8], options: WriteOptions) -> Result<Writ
     // Dropped on every error path below, which removes the temporary file.
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
+        .rand_bytes(TEMP_RANDOM_LEN)
         .tempfile_in(&dir)
         .map_err(|e| {
             Error::failed(format!(
@@ -273,7 +329,7 @@ pub fn remove_stale_temp_files(dir: &Path, uid: u32, older_than: Duration) -> us
     let now = SystemTime::now();
     let mut removed = 0;
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        if !is_own_temp_name(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
@@ -291,6 +347,14 @@ pub fn remove_stale_temp_files(dir: &Path, uid: u32, older_than: Duration) -> us
         }
     }
     removed
+}
+
+/// `.affine-authentik-` and the 6 random letters or digits `tempfile` adds: exactly the
+/// names this writer makes, so a user's `.affine-authentik-notes.txt` is never one.
+fn is_own_temp_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX).is_some_and(|rest| {
+        rest.len() == TEMP_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 fn backup_path(path: &Path) -> PathBuf {
@@ -529,11 +593,13 @@ mod tests {
         let stale = dir.path().join(format!("{TEMP_PREFIX}old123"));
         let fresh = dir.path().join(format!("{TEMP_PREFIX}new456"));
         let other = dir.path().join(".someone-else-tmp");
-        for p in [&stale, &fresh, &other] {
+        // Our prefix, not our name: a user's file, kept however old (found in an audit).
+        let users = dir.path().join(format!("{TEMP_PREFIX}notes.txt"));
+        for p in [&stale, &fresh, &other, &users] {
             fs::write(p, b"secret copy").unwrap();
         }
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-        for p in [&stale, &other] {
+        for p in [&stale, &other, &users] {
             fs::File::options()
                 .write(true)
                 .open(p)
@@ -543,7 +609,7 @@ mod tests {
         }
         let w = write(&dir.path().join("bp.yaml"), b"x", WriteOptions::default()).unwrap();
         assert!(!stale.exists());
-        assert!(fresh.exists() && other.exists());
+        assert!(fresh.exists() && other.exists() && users.exists());
         assert!(
             w.warnings.iter().any(|m| m.contains("removed 1")),
             "{:?}",

@@ -127,6 +127,40 @@ fn blueprint_output_to_a_device_fifo_socket_or_folder_is_refused_and_left_alone(
     assert_eq!(entries(dir.path()), ["fifo", "sock"]);
 }
 
+/// `-o /dev/stdout >> build.log` reaches build.log through /proc/self/fd/1: replacing it
+/// would drop what the shell appended before and send the rest to a deleted file.
+#[test]
+fn output_to_the_file_stdout_or_stderr_is_redirected_to_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("build.log");
+    for (target, stream) in [
+        ("/dev/stdout", 1),
+        ("/dev/stderr", 2),
+        ("/proc/self/fd/1", 1),
+        (log.to_str().unwrap(), 1),
+    ] {
+        fs::write(&log, "precious\n").unwrap();
+        let redirected = fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let mut cmd = command(&["blueprint", "--affine-url", AFFINE_URL, "-o", target]);
+        if stream == 1 {
+            cmd.stdout(redirected);
+        } else {
+            cmd.stderr(redirected);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{target}");
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("precious\n"), "{target}: {text}");
+        assert!(
+            !text.contains("authentik_providers_oauth2"),
+            "{target}: {text}"
+        );
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stderr), text);
+        assert!(said.contains("leave out -o"), "{target}: {said}");
+    }
+    assert_eq!(entries(dir.path()), ["build.log"]);
+}
+
 #[test]
 fn module_dest_and_config_file_on_a_fifo_are_refused_without_blocking_on_a_read() {
     let dir = tempfile::tempdir().unwrap();
