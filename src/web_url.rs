@@ -11,6 +11,9 @@ use reqwest::Url;
 /// DNS's limit for a host name.
 pub const MAX_HOST_LEN: usize = 253;
 
+/// DNS's limit for one label (the text between dots) of a host name.
+pub const MAX_LABEL_LEN: usize = 63;
+
 /// Far above any real base URL; a pasted megabyte is refused before it is quoted anywhere.
 pub const MAX_URL_LEN: usize = 2048;
 
@@ -89,6 +92,13 @@ impl BaseUrl {
             return Err(UrlError(format!(
                 "{what} has a host name longer than {MAX_HOST_LEN} characters, which DNS does not allow"
             )));
+        }
+        if let Some(host) = url.domain() {
+            if host.split('.').any(|label| label.len() > MAX_LABEL_LEN) {
+                return Err(UrlError(format!(
+                    "{what} has a part of its host name longer than {MAX_LABEL_LEN} characters, which DNS does not allow"
+                )));
+            }
         }
         if url.port() == Some(0) {
             return Err(UrlError(format!(

@@ -733,6 +733,21 @@ fn bad_module_parameters_are_refused_with_a_message_that_names_them() {
         ),
         (json!({"mode": 0o7777}), &["setuid", "0777"]),
         (json!({"mode": "7777"}), &["setuid"]),
+        (json!({"mode": "0600\n"}), &["mode", "newline"]),
+        // Shown in one order, read in another ("Trojan Source"), or a line break to YAML.
+        (
+            json!({"name": "AFFiNE\u{202E}x"}),
+            &["name", "U+202E", "invisible"],
+        ),
+        (json!({"group": "users\u{2028}"}), &["group", "U+2028"]),
+        (
+            json!({"client_secret": "\u{feff}s3cret"}),
+            &["client_secret", "U+FEFF"],
+        ),
+        (
+            json!({"affine_url": format!("https://{}.example.com", "a".repeat(64))}),
+            &["affine_url", "63"],
+        ),
         (
             json!({"scopes": ["ok", "bad\u{7}"]}),
             &["scopes", "control character"],
@@ -861,6 +876,18 @@ fn bad_flags_are_refused_with_exit_2_and_a_message_that_names_them() {
         let r = run_cli(args, &[("AFFINE_OIDC_CLIENT_SECRET", SECRET)]);
         assert_refused(&r, 2, words);
     }
+    // The client secret from the environment follows the rule too (oidc-config printed it).
+    let r = run_cli(
+        &[
+            "oidc-config",
+            "--affine-url",
+            AFFINE_URL,
+            "--issuer",
+            ISSUER,
+        ],
+        &[("AFFINE_OIDC_CLIENT_SECRET", "cs-SECRET\u{1}x")],
+    );
+    assert_refused(&r, 2, &["AFFINE_OIDC_CLIENT_SECRET", "control character"]);
     // A token with a newline inside and a megabyte token file name their source.
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("token");

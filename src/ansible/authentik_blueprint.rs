@@ -250,8 +250,13 @@ fn file_mode(
             .as_u64()
             .and_then(|m| u32::try_from(m).ok())
             .ok_or_else(|| bad(n.to_string()))?,
-        Some(Value::String(s)) => u32::from_str_radix(s.trim().trim_start_matches("0o"), 8)
-            .map_err(|_| bad(format!("{s:?}")))?,
+        Some(Value::String(s)) => {
+            // Spaces around it are fine, as Python's int(mode, 8) takes them; a newline or
+            // other control character is not (the rule for every text parameter).
+            crate::ansible::params::check_text("argument 'mode'", s)?;
+            u32::from_str_radix(s.trim_matches(' ').trim_start_matches("0o"), 8)
+                .map_err(|_| bad(format!("{s:?}")))?
+        }
         Some(other) => return Err(bad(other.to_string())),
         None => {
             return Ok(match existing_mode {

@@ -392,7 +392,27 @@ pub fn check_text(what: &str, s: &str) -> Result<()> {
             control_name(c)
         )));
     }
+    if let Some((at, c)) = s.char_indices().find(|(_, c)| is_invisible_trap(*c)) {
+        return Err(Error::usage(format!(
+            "{what} holds an invisible character (U+{:04X}) at byte {at}, which shows nowhere but \
+             changes the value (or the direction text is shown in); give the value without it",
+            c as u32
+        )));
+    }
     Ok(())
+}
+
+/// Characters no URL, name, path or secret here needs, that do not show where they are:
+/// line and paragraph separators (a line break to YAML and JavaScript, not to the eye), the
+/// bidirectional overrides and isolates (text shown in another order than it is read:
+/// "Trojan Source"), left-to-right/right-to-left marks and the byte-order mark. The zero
+/// width joiner stays: emoji sequences in a display name use it.
+fn is_invisible_trap(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            | '\u{200E}' | '\u{200F}' | '\u{FEFF}'
+    )
 }
 
 fn control_name(c: char) -> String {

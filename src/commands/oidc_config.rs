@@ -21,7 +21,10 @@ pub fn run(args: &OidcConfigArgs) -> Result<()> {
         issuer, client_id, ..
     } = resolve_oidc_client(&args.oidc, affine_url.as_ref())?;
     let client_secret = match std::env::var(DEFAULT_SECRET_ENV) {
-        Ok(s) if !s.is_empty() => Secret::new(s),
+        Ok(s) if !s.is_empty() => {
+            crate::ansible::params::check_text(DEFAULT_SECRET_ENV, &s)?;
+            Secret::new(s)
+        }
         _ => {
             warn(&format!(
                 "{DEFAULT_SECRET_ENV} is not set: clientSecret holds a placeholder to replace with the provider's secret"
