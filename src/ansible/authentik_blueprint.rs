@@ -156,6 +156,16 @@ pub fn mask_literal_secrets(yaml: &str) -> String {
             continue;
         }
         out.push(format!("{indent}client_secret: {MASK}"));
+        // A quoted value not closed on its line goes on, at any indentation, to its
+        // closing quote.
+        if let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') {
+            let mut open = !closes_quote(&value[1..], quote);
+            while open {
+                let Some(next) = lines.next() else { break };
+                open = !closes_quote(next, quote);
+            }
+            continue;
+        }
         // A block scalar (`>-`, `|`) or a plain scalar folded onto the next lines: every
         // following line indented deeper than the key belongs to the value.
         let depth = indent.len();
@@ -174,6 +184,11 @@ pub fn mask_literal_secrets(yaml: &str) -> String {
     let leaks = secrets.iter().any(|s| {
         masked.contains(s.as_str())
             || masked.contains(s.trim())
+            // Any 8 characters of it in a row: a part the line masking missed.
+            || s.chars()
+                .collect::<Vec<_>>()
+                .windows(8)
+                .any(|w| masked.contains(&w.iter().collect::<String>()))
             || s.split_whitespace()
                 .any(|piece| piece.len() >= 4 && masked.contains(piece))
     });
@@ -182,6 +197,25 @@ pub fn mask_literal_secrets(yaml: &str) -> String {
     } else {
         masked
     }
+}
+
+/// Whether `text` (what follows an opening `quote` of a YAML flow scalar) holds its closing
+/// quote: an unescaped `"`, or a `'` not doubled.
+fn closes_quote(text: &str, quote: char) -> bool {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quote == '"' => {
+                chars.next();
+            }
+            '\'' if quote == '\'' && chars.peek() == Some(&'\'') => {
+                chars.next();
+            }
+            c if c == quote => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `    client_secret: x`, `"client_secret": x`, `- client_secret: x` → (indent, value).
@@ -527,6 +561,20 @@ fn parameter_for(reference: &Reference) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// From the audit of issue 9: a double-quoted secret continued on the next line by an
+    /// escaped line break showed 9 of its 12 characters.
+    #[test]
+    fn a_quoted_secret_continued_on_the_next_line_is_masked() {
+        for yaml in [
+            "version: 1\nentries:\n  - model: m\n    attrs:\n      client_secret: \"OLD\\\n      secretAAA\"\n      name: x\n",
+            "version: 1\nentries:\n  - model: m\n    attrs:\n      client_secret: \"OLD\\\n        secretAAA\"\n      name: x\n",
+            "version: 1\nentries:\n  - model: m\n    attrs:\n      client_secret: 'OLD\n      secretAAA'\n      name: x\n",
+        ] {
+            let masked = mask_literal_secrets(yaml);
+            assert!(!masked.contains("secretAAA") && !masked.contains("OLD"), "{yaml}\n→\n{masked}");
+        }
+    }
     use super::*;
 
     #[test]
