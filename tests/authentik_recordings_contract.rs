@@ -29,7 +29,7 @@ use support::authentik_standin::{
     AuthentikOptions, AuthentikStandin, LoginUser, QUEUED_APPLY_DELAY,
 };
 
-const ENV: &str = "AFFINE_AUTHENTIK_REFERENCE_DIR";
+use support::reference::ENV;
 const RECORDINGS: &str = "authentik-recordings";
 
 /// The value the recorded authentik had for `!Env AFFINE_OIDC_CLIENT_SECRET` (recorded as the
@@ -55,7 +55,7 @@ fn recordings_dir(version: &str) -> Option<PathBuf> {
         eprintln!("authentik_recordings_contract {version}: SKIPPED: {why}");
         None
     };
-    let Some(base) = std::env::var_os(ENV) else {
+    let Some(base) = support::reference::reference_dir() else {
         return skip(format!(
             "set {ENV} to the folder holding {RECORDINGS}/ to hold the stand-in to real authentik"
         ));

@@ -43,8 +43,7 @@ const INTEGER_PK: i64 = 1;
 const SECRET_TEXT: &str = "secret-resolved-from-env-or-file";
 
 fn schema_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("AFFINE_AUTHENTIK_REFERENCE_DIR")?;
-    let path = PathBuf::from(dir).join(SCHEMA_FILE);
+    let path = support::reference::reference_dir()?.join(SCHEMA_FILE);
     path.is_file().then_some(path)
 }
 

@@ -3,7 +3,8 @@
 //! form of `validateAppConfig` (0.22–0.25) no longer exists there, so it is proven to be
 //! the query form with only the operation keyword changed.
 
-use std::path::PathBuf;
+#[path = "support/reference.rs"]
+mod reference;
 
 use affine_authentik::affine::graphql::{
     CURRENT_SCHEMA_DOCUMENTS, OAUTH_PROVIDERS_QUERY, SERVER_QUERY, STATE_QUERY, UPDATE_MUTATION,
@@ -14,13 +15,13 @@ use apollo_compiler::{ExecutableDocument, Schema};
 
 /// AFFiNE's schema, or `None` (with a printed line) when the reference dir is not set.
 fn affine_schema() -> Option<Valid<Schema>> {
-    let Some(dir) = std::env::var_os("AFFINE_AUTHENTIK_REFERENCE_DIR") else {
-        println!(
-            "skipped: AFFINE_AUTHENTIK_REFERENCE_DIR is not set (CI sets it; locally use /work/shared/reference)"
+    let Some(dir) = reference::reference_dir() else {
+        eprintln!(
+            "graphql_contract: SKIPPED: set AFFINE_AUTHENTIK_REFERENCE_DIR to the folder holding affine-schema.gql"
         );
         return None;
     };
-    let path = PathBuf::from(dir).join("affine-schema.gql");
+    let path = dir.join("affine-schema.gql");
     let sdl = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("AFFINE_AUTHENTIK_REFERENCE_DIR is set but {path:?}: {e}"));
     match Schema::parse_and_validate(sdl, &path) {

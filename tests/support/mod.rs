@@ -12,3 +12,4 @@ pub mod authentik_standin;
 pub mod http_standin;
 pub mod module_run;
 pub mod process;
+pub mod reference;
