@@ -765,6 +765,12 @@ fn bad_module_parameters_are_refused_with_a_message_that_names_them() {
         let run = run_module(module("authentik_blueprint", params));
         assert_module_refused(&run, words);
         assert!(run.msg().len() < 600, "an echoed value: {}", run.msg());
+        // Nor in the invocation echo (a megabyte value made a megabyte result).
+        assert!(
+            run.out.stdout.len() < 20_000,
+            "{} bytes",
+            run.out.stdout.len()
+        );
         assert!(!dest.exists(), "{patch}");
     }
     let config = dir.path().join("config.json");

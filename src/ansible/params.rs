@@ -263,6 +263,11 @@ pub fn invocation(spec: &Spec, params: Option<&Params>, raw: &Value) -> Value {
             _ if p.no_log => Value::String(NO_LOG_PLACEHOLDER.into()),
             // A URL's `user:password@` is a credential whatever parameter carries it
             // (`affine_url: https://bob:pw@…` is refused, but the invocation still echoes it).
+            // A megabyte pasted by mistake is refused; echoing it back would make the
+            // result a megabyte too.
+            Value::String(s) if s.len() > MAX_TEXT_LEN => {
+                Value::String(format!("({} bytes, not shown)", s.len()))
+            }
             Value::String(s) if s.contains("://") && s.contains('@') => {
                 Value::String(crate::web_url::without_userinfo(&s))
             }
