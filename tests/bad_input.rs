@@ -882,6 +882,10 @@ fn bad_flags_are_refused_with_exit_2_and_a_message_that_names_them() {
         let r = run_cli(args, &[("AFFINE_OIDC_CLIENT_SECRET", SECRET)]);
         assert_refused(&r, 2, words);
     }
+    // install-modules onto a file: named as such, not "File exists (os error 17)".
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let r = run_cli(&["install-modules", file.path().to_str().unwrap()], &[]);
+    assert_refused(&r, 1, &["not a folder"]);
     // The client secret from the environment follows the rule too (oidc-config printed it).
     let r = run_cli(
         &[
