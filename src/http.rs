@@ -48,9 +48,11 @@ impl HttpOptions {
             builder = builder.danger_accept_invalid_certs(true);
         }
         if let Some(path) = &self.ca_path {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::usage(format!("cannot read ca_path {}: {e}", path.display()))
-            })?;
+            let pem = crate::input_file::read_capped(
+                path,
+                "ca_path (--ca-path)",
+                crate::input_file::CA_BUNDLE_LIMIT,
+            )?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 Error::usage(format!(
                     "ca_path {} holds no PEM certificate: {e}",
