@@ -591,6 +591,97 @@ fn a_template_that_loops_or_floods_stops_with_a_message() {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
+/// A loopback server that answers every request with 200, `Content-Length: 1000`, and then
+/// one byte of the body a second: each read gets something, so only a deadline for the whole
+/// answer ends it. Returns its base URL.
+fn slow_drip_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+                );
+                while stream.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_server_that_drips_its_answer_is_cut_at_the_timeout() {
+    let server = slow_drip_server();
+    // Each run makes a request or a few, each cut 2 s after it started.
+    let bound = Duration::from_secs(2 + 3);
+    let started = Instant::now();
+    let r = run_cli(
+        &[
+            "apply",
+            "--affine-url",
+            &server,
+            "--admin-email",
+            "admin@example.com",
+            "--issuer",
+            unreachable_issuer(),
+            "--client-id",
+            "id",
+            "--timeout",
+            "2",
+        ],
+        &[
+            ("AFFINE_ADMIN_PASSWORD", "admin-password-SECRET"),
+            ("AFFINE_OIDC_CLIENT_SECRET", SECRET),
+        ],
+    );
+    assert_refused(&r, 1, &["too slowly", "timeout"]);
+    assert!(
+        started.elapsed() < bound,
+        "apply took {:?}",
+        started.elapsed()
+    );
+
+    let run = run_module(module(
+        "authentik_blueprint",
+        json!({"affine_url": AFFINE_URL, "authentik_url": server,
+               "authentik_token": "token-SECRET-1234", "timeout": 2}),
+    ));
+    assert_module_refused(&run, &["too slowly", "timeout"]);
+    assert!(run.elapsed < bound, "the module took {:?}", run.elapsed);
+
+    // verify makes one request per link it checks (two here: the issuer and AFFiNE), each
+    // with its own 2 s.
+    let started = Instant::now();
+    let issuer = format!("{server}/application/o/affine/");
+    let r = run_cli(
+        &[
+            "verify",
+            "--affine-url",
+            &server,
+            "--issuer",
+            &issuer,
+            "--timeout",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("too slowly"), "{}", r.stdout);
+    assert!(!r.stdout.contains("more than AFFiNE reads"), "{}", r.stdout);
+    assert!(
+        started.elapsed() < Duration::from_secs(2 * 2 + 4),
+        "verify took {:?}: {}",
+        started.elapsed(),
+        r.stdout
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Input files that are not a plain file, or too large
 
