@@ -37,7 +37,12 @@ impl Default for HttpOptions {
 
 impl HttpOptions {
     pub fn client(&self) -> Result<Client> {
-        let mut builder = Client::builder()
+        // The blocking client's own timeout bounds the wait for the headers and then each
+        // read of the body, so a server that drips its answer a byte at a time would never
+        // hit it. The async client underneath takes `timeout` as one deadline from the
+        // request's start to the body's end: set there too, it ends such a drip.
+        let inner = reqwest::Client::builder().timeout(self.timeout);
+        let mut builder = reqwest::blocking::ClientBuilder::from(inner)
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
             .user_agent(concat!("affine-authentik/", env!("CARGO_PKG_VERSION")))
@@ -48,9 +53,11 @@ impl HttpOptions {
             builder = builder.danger_accept_invalid_certs(true);
         }
         if let Some(path) = &self.ca_path {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::usage(format!("cannot read ca_path {}: {e}", path.display()))
-            })?;
+            let pem = crate::input_file::read_capped(
+                path,
+                "ca_path (--ca-path)",
+                crate::input_file::CA_BUNDLE_LIMIT,
+            )?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 Error::usage(format!(
                     "ca_path {} holds no PEM certificate: {e}",
@@ -202,6 +209,12 @@ pub fn read_body_capped(
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
             {
+                // The deadline (see `HttpOptions::client`) ran out while the body arrived.
+                Some(re) if re.is_timeout() => Error::failed(format!(
+                    "{what} sent its answer too slowly: not complete when the timeout ran out \
+                     (timeout); raise `timeout` (--timeout), or check the server and any proxy \
+                     in between"
+                )),
                 Some(re) => describe_transport_error(what, re),
                 None => Error::failed(format!("reading the answer of {what} failed: {e}")),
             }

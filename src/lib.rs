@@ -18,6 +18,7 @@ pub mod commands;
 pub mod error;
 pub mod exit_codes;
 pub mod http;
+pub mod input_file;
 pub mod names;
 pub mod oidc_client;
 pub mod oidc_setting;

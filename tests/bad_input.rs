@@ -625,6 +625,275 @@ fn a_template_that_loops_or_floods_stops_with_a_message() {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
+/// A loopback server that answers every request with 200, `Content-Length: 1000`, and then
+/// one byte of the body a second: each read gets something, so only a deadline for the whole
+/// answer ends it. Returns its base URL.
+fn slow_drip_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+                );
+                while stream.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_server_that_drips_its_answer_is_cut_at_the_timeout() {
+    let server = slow_drip_server();
+    // Each run makes a request or a few, each cut 2 s after it started.
+    let bound = Duration::from_secs(2 + 3);
+    let started = Instant::now();
+    let r = run_cli(
+        &[
+            "apply",
+            "--affine-url",
+            &server,
+            "--admin-email",
+            "admin@example.com",
+            "--issuer",
+            unreachable_issuer(),
+            "--client-id",
+            "id",
+            "--timeout",
+            "2",
+        ],
+        &[
+            ("AFFINE_ADMIN_PASSWORD", "admin-password-SECRET"),
+            ("AFFINE_OIDC_CLIENT_SECRET", SECRET),
+        ],
+    );
+    assert_refused(&r, 1, &["too slowly", "timeout"]);
+    assert!(
+        started.elapsed() < bound,
+        "apply took {:?}",
+        started.elapsed()
+    );
+
+    let run = run_module(module(
+        "authentik_blueprint",
+        json!({"affine_url": AFFINE_URL, "authentik_url": server,
+               "authentik_token": "token-SECRET-1234", "timeout": 2}),
+    ));
+    assert_module_refused(&run, &["too slowly", "timeout"]);
+    assert!(run.elapsed < bound, "the module took {:?}", run.elapsed);
+
+    // verify makes one request per link it checks (two here: the issuer and AFFiNE), each
+    // with its own 2 s.
+    let started = Instant::now();
+    let issuer = format!("{server}/application/o/affine/");
+    let r = run_cli(
+        &[
+            "verify",
+            "--affine-url",
+            &server,
+            "--issuer",
+            &issuer,
+            "--timeout",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("too slowly"), "{}", r.stdout);
+    assert!(!r.stdout.contains("more than AFFiNE reads"), "{}", r.stdout);
+    assert!(
+        started.elapsed() < Duration::from_secs(2 * 2 + 4),
+        "verify took {:?}: {}",
+        started.elapsed(),
+        r.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Input files that are not a plain file, or too large
+
+#[test]
+fn input_files_on_a_fifo_are_refused_at_once_naming_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let out = dir.path().join("bp.yaml");
+    let out = out.to_str().unwrap();
+    let apply_env = [
+        ("AFFINE_ADMIN_PASSWORD", "admin-password-SECRET"),
+        ("AFFINE_OIDC_CLIENT_SECRET", SECRET),
+    ];
+    let cases = [
+        (
+            vec![
+                "verify",
+                "--affine-url",
+                AFFINE_URL,
+                "--authentik-url",
+                "https://auth.example.com",
+                "--authentik-token-file",
+                fifo,
+            ],
+            "--authentik-token-file",
+        ),
+        (
+            vec![
+                "verify",
+                "--affine-url",
+                AFFINE_URL,
+                "--issuer",
+                ISSUER,
+                "--login",
+                "tester",
+                "--login-password-file",
+                fifo,
+            ],
+            "--login-password-file",
+        ),
+        (
+            vec![
+                "blueprint",
+                "--affine-url",
+                AFFINE_URL,
+                "--template",
+                fifo,
+                "-o",
+                out,
+            ],
+            "--template",
+        ),
+        (
+            vec![
+                "apply",
+                "--affine-url",
+                AFFINE_URL,
+                "--admin-email",
+                "admin@example.com",
+                "--issuer",
+                unreachable_issuer(),
+                "--client-id",
+                "id",
+                "--ca-path",
+                fifo,
+            ],
+            "--ca-path",
+        ),
+    ];
+    for (args, flag) in &cases {
+        // verify reads no secret it is not asked for; apply wants its credentials.
+        let env: &[(&str, &str)] = if args[0] == "apply" { &apply_env } else { &[] };
+        let started = Instant::now();
+        let r = run_cli(args, env);
+        assert_refused(&r, 2, &[flag, "FIFO", "regular file"]);
+        assert!(started.elapsed() < Duration::from_secs(5), "{args:?}");
+    }
+    for params in [
+        json!({"affine_url": AFFINE_URL, "template": fifo, "dest": out}),
+        json!({"affine_url": AFFINE_URL, "authentik_url": "https://auth.example.com",
+               "authentik_token": "token-SECRET-1234", "ca_path": fifo}),
+    ] {
+        let run = run_module(module("authentik_blueprint", params.clone()));
+        let name = if params.get("template").is_some() {
+            "template"
+        } else {
+            "ca_path"
+        };
+        assert_module_refused(&run, &[name, "FIFO"]);
+        assert!(run.elapsed < Duration::from_secs(5), "{params}");
+    }
+    // The args file itself: still the one JSON object of a failure.
+    let started = Instant::now();
+    let r = run_cli(&["module", fifo], &[]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_ne!(r.code, Some(0));
+    assert_ne!(r.code, Some(101), "{}", r.stderr);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["failed"], json!(true), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(msg.contains("args file") && msg.contains("FIFO"), "{msg}");
+    assert!(!out_exists(out));
+    assert!(fs::metadata(fifo).unwrap().file_type().is_fifo());
+}
+
+fn out_exists(path: &str) -> bool {
+    Path::new(path).exists()
+}
+
+#[test]
+fn a_device_or_an_oversize_file_as_template_or_ca_path_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bp.yaml");
+    let out = out.to_str().unwrap();
+    // Sparse: 1 MiB and a byte, with no disk or memory spent on it.
+    let big = dir.path().join("big.j2");
+    fs::File::create(&big)
+        .unwrap()
+        .set_len((1 << 20) + 1)
+        .unwrap();
+    let big = big.to_str().unwrap();
+    let started = Instant::now();
+    for (template, words) in [
+        ("/dev/zero", &["a device", "regular file"][..]),
+        (big, &["larger than 1 MiB"][..]),
+    ] {
+        let r = run_cli(
+            &[
+                "blueprint",
+                "--affine-url",
+                AFFINE_URL,
+                "--template",
+                template,
+                "-o",
+                out,
+            ],
+            &[],
+        );
+        assert_refused(&r, 2, &[&["--template"][..], words].concat());
+        let run = run_module(module(
+            "authentik_blueprint",
+            json!({"affine_url": AFFINE_URL, "template": template, "dest": out}),
+        ));
+        assert_module_refused(&run, &[&["template"][..], words].concat());
+    }
+    let r = run_cli(
+        &[
+            "apply",
+            "--affine-url",
+            AFFINE_URL,
+            "--admin-email",
+            "admin@example.com",
+            "--issuer",
+            unreachable_issuer(),
+            "--client-id",
+            "id",
+            "--ca-path",
+            "/dev/zero",
+        ],
+        &[
+            ("AFFINE_ADMIN_PASSWORD", "admin-password-SECRET"),
+            ("AFFINE_OIDC_CLIENT_SECRET", SECRET),
+        ],
+    );
+    assert_refused(&r, 2, &["--ca-path", "a device"]);
+    let run = run_module(module(
+        "authentik_blueprint",
+        json!({"affine_url": AFFINE_URL, "authentik_url": "https://auth.example.com",
+               "authentik_token": "token-SECRET-1234", "ca_path": "/dev/zero"}),
+    ));
+    assert_module_refused(&run, &["ca_path", "a device"]);
+    assert!(!out_exists(out));
+    // Refused from a stat: nothing was read.
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
 #[test]
 fn huge_and_zero_timeouts_are_refused_not_a_panic() {
     let big = "18446744073709551615";

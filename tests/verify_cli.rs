@@ -1268,6 +1268,24 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
     v.out.assert_no_secrets(&[&c.authentik.token()]);
     assert!(v.out.stdout.contains("authentik-scopes"));
 
+    // A file saved by a Windows editor: a byte-order mark and CRLF, neither part of the token
+    // (sent along, authentik would refuse it with a 403).
+    let bom_file = dir.path().join("token-bom");
+    std::fs::write(&bom_file, format!("\u{feff}{}\r\n", c.authentik.token())).unwrap();
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--authentik-url",
+            &authentik_url,
+            "--authentik-token-file",
+            bom_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    v.assert_exit(0);
+    v.out.assert_no_secrets(&[&c.authentik.token()]);
+
     // The token went to authentik as a bearer token, and only there.
     assert!(c
         .affine

@@ -42,7 +42,14 @@ fn run_guarded(
     fallback_name: Option<&str>,
     redactor: &mut Redactor,
 ) -> Map<String, Value> {
-    let raw: Value = match std::fs::read_to_string(args_path) {
+    // Through the capped reader: a FIFO or a device as the args file is refused, not waited
+    // on or read without end, and the refusal is still the one JSON object.
+    let read = crate::input_file::read_capped_to_string(
+        args_path,
+        "the args file",
+        crate::input_file::ARGS_FILE_LIMIT,
+    );
+    let raw: Value = match read {
         // A byte-order mark (an args file written by hand on Windows, say) is no JSON
         // but says nothing: read past it.
         Ok(text) => match serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text)) {
@@ -54,12 +61,7 @@ fn run_guarded(
                 ))
             }
         },
-        Err(e) => {
-            return failure(format!(
-                "cannot read the args file {}: {e}",
-                args_path.display()
-            ))
-        }
+        Err(e) => return failure(e.to_string()),
     };
     // The collection's action plugin runs one binary per architecture under its own module
     // name (`<ns>.<name>.__bin__.<arch>.affine_authentik`) and says which module it stands for.

@@ -199,9 +199,11 @@ impl BlueprintSpec {
 
         let template = match &o.template {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::usage(format!("cannot read template {}: {e}", path.display()))
-                })?;
+                let text = crate::input_file::read_capped_to_string(
+                    path,
+                    &n("template"),
+                    crate::input_file::TEMPLATE_LIMIT,
+                )?;
                 Some((path.clone(), text))
             }
             None => None,

@@ -23,14 +23,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         .transpose()?;
     let token = match &args.authentik_token_file {
         Some(path) => Some(Secret::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| {
-                    Error::usage(format!(
-                        "cannot read --authentik-token-file {}: {e}",
-                        path.display()
-                    ))
-                })?
-                .trim(),
+            crate::input_file::read_secret_file(path, "--authentik-token-file")?.trim(),
         )),
         None => std::env::var("AUTHENTIK_TOKEN")
             .ok()
@@ -123,12 +116,7 @@ fn login_user(args: &VerifyArgs) -> Result<std::result::Result<LoginUser, String
     }
     let password = match &args.login_password_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::usage(format!(
-                    "cannot read --login-password-file {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let text = crate::input_file::read_secret_file(path, "--login-password-file")?;
             // A file's final newline is not part of the password.
             text.strip_suffix('\n')
                 .map(|t| t.strip_suffix('\r').unwrap_or(t))

@@ -117,8 +117,15 @@ pub fn fetch_as_affine(http: &Client, url: &str) -> Result<Fetched, String> {
                 format!("HTTP {status}")
             });
         }
-        let text = read_body_capped(response, "the issuer", MAX_BODY_BYTES)
-            .map_err(|e| format!("{e} (more than AFFiNE reads)"))?;
+        let text = read_body_capped(response, "the issuer", MAX_BODY_BYTES).map_err(|e| {
+            // Only a size refusal is about what AFFiNE would read; a timeout is not.
+            let why = e.to_string();
+            if why.contains("larger than") {
+                format!("{why} (more than AFFiNE reads)")
+            } else {
+                why
+            }
+        })?;
         let body = serde_json::from_str(&text).map_err(|_| {
             if hops.len() > 1 {
                 format!("the answer at {} is not JSON", chain())
