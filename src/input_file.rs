@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -54,15 +55,84 @@ pub fn read_capped_to_string(path: &Path, what: &str, limit: u64) -> Result<Stri
     })
 }
 
-/// A token or password file as the secret it holds: at most [`SECRET_FILE_LIMIT`] bytes,
-/// without a leading byte-order mark (a Windows editor adds one, and it would go to the
-/// server as part of the secret).
+/// How long a secret file that is a pipe may take to deliver its content.
+pub const PIPE_WAIT: Duration = Duration::from_secs(3);
+
+/// A token or password file: at most [`SECRET_FILE_LIMIT`] bytes, a leading byte-order mark
+/// (a Windows editor's) dropped. A pipe is welcome, since it keeps a secret off the disk
+/// (`--authentik-token-file <(pass show authentik/token)`): it is opened without waiting for
+/// a writer, and read until its writer closes it, for at most [`PIPE_WAIT`]; a FIFO nobody
+/// writes to is an error at once instead of a hang.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
-    let text = read_capped_to_string(path, what, SECRET_FILE_LIMIT)?;
+    use std::os::unix::fs::FileTypeExt;
+    let is_pipe = fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    let text = if is_pipe {
+        let bytes = read_pipe(path, what, SECRET_FILE_LIMIT, PIPE_WAIT)?;
+        String::from_utf8(bytes).map_err(|_| {
+            Error::usage(format!("{what} {} did not give UTF-8 text", path.display()))
+        })?
+    } else {
+        read_capped_to_string(path, what, SECRET_FILE_LIMIT)?
+    };
     Ok(match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_string(),
         None => text,
     })
+}
+
+/// Reads a pipe opened non-blocking (so a FIFO without a writer cannot block the open):
+/// until end of file, at most `limit` bytes, within `wait`.
+fn read_pipe(path: &Path, what: &str, limit: u64, wait: Duration) -> Result<Vec<u8>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let shown = path.display();
+    let cannot_read = |e: std::io::Error| Error::usage(format!("cannot read {what} {shown}: {e}"));
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot_read)?;
+    if !file.metadata().map_err(cannot_read)?.file_type().is_fifo() {
+        // Swapped for something else between the look and the open: read it as a file.
+        return read_capped(path, what, limit);
+    }
+    let started = Instant::now();
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            // End of file with nothing read: no writer has opened it yet (a FIFO whose
+            // writer starts after us), or one opened and closed it without a word. Wait
+            // for one, as a blocking open would, but not for ever.
+            Ok(0) if bytes.is_empty() && started.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(0) => break,
+            Ok(n) => {
+                bytes.extend_from_slice(&chunk[..n]);
+                check_size(bytes.len() as u64, path, what, limit)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if started.elapsed() >= wait {
+                    return Err(Error::usage(format!(
+                        "{what} {shown} is a pipe whose writer sent no end within {} s; \
+                         give a regular file, or a command that exits",
+                        wait.as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(cannot_read(e)),
+        }
+    }
+    if bytes.is_empty() {
+        return Err(Error::usage(format!(
+            "{what} {shown} is a FIFO (named pipe) nobody wrote to within {} s; give a \
+             regular file, or start the writer first",
+            wait.as_secs()
+        )));
+    }
+    Ok(bytes)
 }
 
 fn check_regular(meta: &fs::Metadata, path: &Path, what: &str) -> Result<()> {

@@ -793,7 +793,8 @@ fn input_files_on_a_fifo_are_refused_at_once_naming_the_input() {
         let started = Instant::now();
         let r = run_cli(args, env);
         assert_refused(&r, 2, &[flag, "FIFO", "regular file"]);
-        assert!(started.elapsed() < Duration::from_secs(5), "{args:?}");
+        // A secret file may be a pipe (verify waits 3 s for its writer); nothing else may.
+        assert!(started.elapsed() < Duration::from_secs(8), "{args:?}");
     }
     for params in [
         json!({"affine_url": AFFINE_URL, "template": fifo, "dest": out}),
@@ -1151,6 +1152,26 @@ fn bad_flags_are_refused_with_exit_2_and_a_message_that_names_them() {
         let r = run_cli(args, &[("AFFINE_OIDC_CLIENT_SECRET", SECRET)]);
         assert_refused(&r, 2, words);
     }
+    // The test user's name and password (what verify --login sends) follow the rule too.
+    let login = [
+        "verify",
+        "--affine-url",
+        AFFINE_URL,
+        "--issuer",
+        ISSUER,
+        "--login",
+    ];
+    let mut bad_user = login.to_vec();
+    bad_user.push("ak\u{1}admin");
+    assert_refused(
+        &run_cli(&bad_user, &[]),
+        2,
+        &["--login", "control character"],
+    );
+    let mut user = login.to_vec();
+    user.push("akadmin");
+    let r = run_cli(&user, &[("AUTHENTIK_LOGIN_PASSWORD", "pw-SECRET\nx")]);
+    assert_refused(&r, 2, &["AUTHENTIK_LOGIN_PASSWORD", "newline"]);
     // install-modules onto a file: named as such, not "File exists (os error 17)".
     let file = tempfile::NamedTempFile::new().unwrap();
     let r = run_cli(&["install-modules", file.path().to_str().unwrap()], &[]);

@@ -1286,6 +1286,54 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
     v.assert_exit(0);
     v.out.assert_no_secrets(&[&c.authentik.token()]);
 
+    // A pipe keeps the token off the disk: a FIFO whose writer starts after verify does,
+    // and bash's process substitution (`<(pass show …)`, here a builtin printf of a variable).
+    let fifo = dir.path().join("token-fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let writer = {
+        let (fifo, token) = (fifo.clone(), c.authentik.token());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::fs::write(&fifo, format!("{token}\n")).unwrap();
+        })
+    };
+    let v = verify(
+        &[
+            "--affine-url",
+            &affine_url,
+            "--authentik-url",
+            &authentik_url,
+            "--authentik-token-file",
+            fifo.to_str().unwrap(),
+        ],
+        &[],
+    );
+    writer.join().unwrap();
+    v.assert_exit(0);
+    v.out.assert_no_secrets(&[&c.authentik.token()]);
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#""$BIN" verify --affine-url "$AFFINE" --authentik-url "$AK" --authentik-token-file <(printf '%s' "$TOKEN")"#,
+        )
+        .env("BIN", support::process::bin())
+        .env("AFFINE", &affine_url)
+        .env("AK", &authentik_url)
+        .env("TOKEN", c.authentik.token())
+        .env_remove("AUTHENTIK_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The token went to authentik as a bearer token, and only there.
     assert!(c
         .affine

@@ -111,9 +111,10 @@ fn login_user(args: &VerifyArgs) -> Result<std::result::Result<LoginUser, String
                 .to_string(),
         ));
     };
-    if username.trim().is_empty() || username.chars().any(char::is_control) {
+    if username.trim().is_empty() {
         return Err(Error::usage("--login needs an authentik user name"));
     }
+    crate::ansible::params::check_text("--login", &username)?;
     let password = match &args.login_password_file {
         Some(path) => {
             let text = crate::input_file::read_secret_file(path, "--login-password-file")?;
@@ -125,6 +126,13 @@ fn login_user(args: &VerifyArgs) -> Result<std::result::Result<LoginUser, String
         }
         None => std::env::var("AUTHENTIK_LOGIN_PASSWORD").unwrap_or_default(),
     };
+    // A newline or NUL would be sent into the password stage as part of the password.
+    let source = if args.login_password_file.is_some() {
+        "--login-password-file"
+    } else {
+        "AUTHENTIK_LOGIN_PASSWORD"
+    };
+    crate::ansible::params::check_text(source, &password)?;
     if password.is_empty() {
         return Err(Error::usage(
             "--login needs the user's password: export AUTHENTIK_LOGIN_PASSWORD, or give --login-password-file PATH",
