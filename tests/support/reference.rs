@@ -4,6 +4,9 @@
 //! too instead of passing them unchecked. `None` only when neither exists; the callers then
 //! say they skipped.
 
+// Used by the contract tests only; every test binary compiles the support folder.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 
 pub const ENV: &str = "AFFINE_AUTHENTIK_REFERENCE_DIR";
