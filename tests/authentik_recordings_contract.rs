@@ -60,7 +60,7 @@ fn recordings_dir(version: &str) -> Option<PathBuf> {
             "set {ENV} to the folder holding {RECORDINGS}/ to hold the stand-in to real authentik"
         ));
     };
-    let dir = PathBuf::from(base).join(RECORDINGS).join(version);
+    let dir = base.join(RECORDINGS).join(version);
     if !dir.is_dir() {
         return skip(format!("{} is not a folder", dir.display()));
     }
