@@ -37,6 +37,10 @@ use crate::exit_codes::ExitCode;
 /// argument (the args file), else the command line.
 pub fn run() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // This binary, started by itself to render a user's template under a memory limit.
+    if argv.len() == 2 && argv[1] == blueprint::sandbox::CHILD_ARG {
+        return blueprint::sandbox::run_child();
+    }
     // `library/affine_oidc --help` is a person, not Ansible: that goes to the CLI's help.
     let is_flag = argv
         .get(1)

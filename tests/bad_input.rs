@@ -594,10 +594,22 @@ fn a_template_that_loops_or_floods_stops_with_a_message() {
         "{% for i in range(50000) %}{{ 'x' * 1000 }}{% endfor %}",
     )
     .unwrap();
+    // One step, a gigabyte: fuel cannot see it; the renderer's memory limit stops it, and
+    // the module still answers with JSON (an aborted process would answer nothing).
+    let bomb = dir.path().join("bomb.j2");
+    fs::write(
+        &bomb,
+        "{{ ('x' * 100000000) | replace('x', 'xxxxxxxxxx') }}",
+    )
+    .unwrap();
     let started = Instant::now();
     for (template, words) in [
         (&looping, &["did not finish", "loop"][..]),
         (&flood, &["more than 1 MiB"][..]),
+        (
+            &bomb,
+            &["more than 1024 MiB of memory", "fix the template"][..],
+        ),
     ] {
         let out = dir.path().join("bp.yaml");
         let r = run_cli(

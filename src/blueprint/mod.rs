@@ -9,6 +9,7 @@
 pub mod check;
 pub mod options;
 pub mod render;
+pub mod sandbox;
 pub mod spec;
 
 pub use options::{BlueprintOptions, SecretChoice};

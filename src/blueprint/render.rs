@@ -193,11 +193,24 @@ impl std::io::Write for CappedOutput {
     }
 }
 
+/// The blueprint text for `spec`: the built-in template rendered here; a user's template in
+/// a child process with a memory limit (see [`crate::blueprint::sandbox`]), since fuel
+/// bounds its steps but not what one step allocates.
 pub fn render(spec: &BlueprintSpec) -> Result<String> {
-    let (source_name, source) = match &spec.template {
-        Some((path, text)) => (path.display().to_string(), text.as_str()),
-        None => (TEMPLATE_NAME.to_string(), BUILTIN_TEMPLATE),
-    };
+    match &spec.template {
+        None => render_source(TEMPLATE_NAME, BUILTIN_TEMPLATE, context(spec)),
+        Some((path, text)) => crate::blueprint::sandbox::render_in_child(
+            &path.display().to_string(),
+            text,
+            serde_json::to_value(context(spec))
+                .map_err(|e| Error::failed(format!("cannot pass the template's values: {e}")))?,
+        ),
+    }
+}
+
+/// Renders `source` (named `source_name` in messages) with `ctx`, within [`TEMPLATE_FUEL`]
+/// steps and [`MAX_OUTPUT_BYTES`] of output.
+pub fn render_source(source_name: &str, source: &str, ctx: impl Serialize) -> Result<String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -225,9 +238,7 @@ pub fn render(spec: &BlueprintSpec) -> Result<String> {
         text: Vec::new(),
         overflowed: false,
     };
-    let rendered = template
-        .render_captured_to(context(spec), &mut out)
-        .map(|_| ());
+    let rendered = template.render_captured_to(ctx, &mut out).map(|_| ());
     if out.overflowed {
         return Err(Error::usage(format!(
             "template {source_name} produced more than {} MiB, more than any blueprint needs; fix the template",
