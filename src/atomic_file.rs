@@ -129,12 +129,16 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
 /// Whether `path` (a regular file, `meta`) is reached through this process's own streams:
 /// `/dev/stdout` → `/proc/self/fd/1` → the file a shell redirected stdout to (`>> build.log`).
 /// Replacing that file would throw away what the shell appended before and send everything
-/// after to a deleted file. Seen by the link chain (`/dev/…`, `/proc/…`) or by the file being
+/// after to a deleted file. Seen by the link chain (`/dev/stdout`, `/dev/fd/…`, `/proc/…`) or by the file being
 /// the one standard output or error is open on.
 fn a_stream_of_this_process(path: &Path, meta: &fs::Metadata) -> Option<&'static str> {
     let mut hop = path.to_path_buf();
     for _ in 0..40 {
-        if hop.starts_with("/proc") || hop.starts_with("/dev") {
+        // Not all of /dev: /dev/shm holds ordinary files.
+        let stream_path = ["/dev/stdin", "/dev/stdout", "/dev/stderr"]
+            .iter()
+            .any(|p| hop == Path::new(p));
+        if stream_path || hop.starts_with("/dev/fd") || hop.starts_with("/proc") {
             return Some("a stream of this process");
         }
         let Ok(next) = fs::read_link(&hop) else {

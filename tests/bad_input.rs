@@ -159,6 +159,23 @@ fn output_to_the_file_stdout_or_stderr_is_redirected_to_is_refused_and_left_alon
         assert!(said.contains("leave out -o"), "{target}: {said}");
     }
     assert_eq!(entries(dir.path()), ["build.log"]);
+    // Files under /dev that are files (tmpfs /dev/shm) are written as any other.
+    if Path::new("/dev/shm").is_dir() {
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let bp = shm.path().join("bp.yaml");
+        let r = run_cli(
+            &[
+                "blueprint",
+                "--affine-url",
+                AFFINE_URL,
+                "-o",
+                bp.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(bp.is_file());
+    }
 }
 
 #[test]
