@@ -155,6 +155,11 @@ fn in_cli_words(message: &str) -> String {
         }
     }
     flush(&mut word, &mut out);
+    // "argument '--slug'" reads as a flag; "argument 'AFFINE_ADMIN_PASSWORD'" is a variable.
+    let mut out = out.replace("argument '--", "'--");
+    for (_, cli) in NAMES.iter().filter(|(_, cli)| !cli.starts_with("--")) {
+        out = out.replace(&format!("argument '{cli}'"), &format!("the variable {cli}"));
+    }
     out
 }
 
@@ -199,5 +204,10 @@ mod tests {
             "AFFINE_ADMIN_PASSWORD needs --admin-email"
         );
         assert_eq!(in_cli_words("issuers"), "issuers");
+        assert_eq!(
+            in_cli_words("argument 'admin_password' holds a control character"),
+            "the variable AFFINE_ADMIN_PASSWORD holds a control character"
+        );
+        assert_eq!(in_cli_words("argument 'timeout' is 0"), "'--timeout' is 0");
     }
 }
