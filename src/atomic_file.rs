@@ -84,21 +84,8 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
             };
             let meta = fs::metadata(&target)
                 .map_err(|e| Error::failed(format!("cannot look at {shown}: {e}")))?;
-            let ft = meta.file_type();
-            let what = if ft.is_file() {
-                None
-            } else if ft.is_dir() {
-                Some("a folder")
-            } else if ft.is_char_device() || ft.is_block_device() {
-                Some("a device")
-            } else if ft.is_fifo() {
-                Some("a FIFO (named pipe)")
-            } else if ft.is_socket() {
-                Some("a socket")
-            } else {
-                Some("not a regular file")
-            };
-            if ft.is_file() {
+            let what = not_a_file(&meta.file_type());
+            if what.is_none() {
                 if let Some(stream) = a_stream_of_this_process(path, &meta) {
                     return Err(Error::failed(format!(
                         "{shown} is {stream} (the file{} it is redirected to), not a file to replace: \
@@ -124,6 +111,24 @@ pub fn resolve_target(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>)> {
             Ok((target, Some(meta)))
         }
     }
+}
+
+/// What is at a path that is not a regular file ("a FIFO (named pipe)", "a folder"...), for
+/// a message; `None` for a regular file. The readers of input files say it the same way.
+pub fn not_a_file(ft: &fs::FileType) -> Option<&'static str> {
+    Some(if ft.is_file() {
+        return None;
+    } else if ft.is_dir() {
+        "a folder"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    })
 }
 
 /// Whether `path` (a regular file, `meta`) is reached through this process's own streams:

@@ -137,23 +137,15 @@ fn read_pipe(path: &Path, what: &str, limit: u64, wait: Duration) -> Result<Vec<
 
 fn check_regular(meta: &fs::Metadata, path: &Path, what: &str) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
-    let ft = meta.file_type();
-    if ft.is_file() {
+    let Some(kind) = crate::atomic_file::not_a_file(&meta.file_type()) else {
         return Ok(());
-    }
-    let (kind, instead) = if ft.is_dir() {
-        ("a folder", "give the path of the file in it")
-    } else if ft.is_fifo() {
-        (
-            "a FIFO (named pipe)",
-            "reading it would wait for a writer; write the content to a regular file and give its path",
-        )
-    } else if ft.is_char_device() || ft.is_block_device() {
-        ("a device", "give the path of a regular file")
-    } else if ft.is_socket() {
-        ("a socket", "give the path of a regular file")
+    };
+    let instead = if meta.is_dir() {
+        "give the path of the file in it"
+    } else if meta.file_type().is_fifo() {
+        "reading it would wait for a writer; write the content to a regular file and give its path"
     } else {
-        ("not a regular file", "give the path of a regular file")
+        "give the path of a regular file"
     };
     Err(Error::usage(format!(
         "{what} {} is {kind}, not a regular file; {instead}",
