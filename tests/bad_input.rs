@@ -524,9 +524,10 @@ fn a_literal_secret_tightens_an_existing_0644_dest_to_0600_with_a_warning() {
 // ---------------------------------------------------------------------------------------
 // Bounded: bodies, templates, timeouts
 
-/// A loopback server that answers every request with 200 and a body that never ends.
-/// Returns its base URL; the thread lives as long as the test process.
-fn endless_body_server() -> String {
+/// A loopback server that reads each request's first bytes, sends `head`, then calls
+/// `body` until it reports the connection gone. Returns its base URL; the thread lives as
+/// long as the test process.
+fn fault_server(head: &'static [u8], body: fn(&mut std::net::TcpStream) -> bool) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -535,26 +536,43 @@ fn endless_body_server() -> String {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[",
-                );
-                let chunk = [b' '; 64 * 1024];
-                while stream.write_all(&chunk).is_ok() {}
+                let _ = stream.write_all(head);
+                while body(&mut stream) {}
             });
         }
     });
     url
 }
 
-#[test]
-fn an_endless_body_is_cut_at_the_cap_with_a_message_not_read_into_memory() {
-    let server = endless_body_server();
-    let started = Instant::now();
-    let r = run_cli(
+/// 200 and a body that never ends.
+fn endless_body_server() -> String {
+    fault_server(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[",
+        |stream| stream.write_all(&[b' '; 64 * 1024]).is_ok(),
+    )
+}
+
+/// 200, `Content-Length: 1000`, then one byte of the body a second: each read gets
+/// something, so only a deadline for the whole answer ends it.
+fn slow_drip_server() -> String {
+    fault_server(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+        |stream| {
+            let sent = stream.write_all(b" ").is_ok();
+            std::thread::sleep(Duration::from_secs(1));
+            sent
+        },
+    )
+}
+
+/// The three runs that read a server's answers, pointed at `server`: `apply` (AFFiNE's
+/// API), the `authentik_blueprint` module (authentik's API) and `verify` (the issuer).
+fn apply_against(server: &str, timeout: u32) -> Captured {
+    run_cli(
         &[
             "apply",
             "--affine-url",
-            &server,
+            server,
             "--admin-email",
             "admin@example.com",
             "--issuer",
@@ -562,34 +580,47 @@ fn an_endless_body_is_cut_at_the_cap_with_a_message_not_read_into_memory() {
             "--client-id",
             "id",
             "--timeout",
-            "30",
+            &timeout.to_string(),
         ],
         &[
             ("AFFINE_ADMIN_PASSWORD", "admin-password-SECRET"),
             ("AFFINE_OIDC_CLIENT_SECRET", SECRET),
         ],
-    );
-    assert_refused(&r, 1, &["larger than 4 MiB"]);
-    let run = run_module(module(
+    )
+}
+
+fn module_against(server: &str, timeout: u32) -> ModuleRun {
+    run_module(module(
         "authentik_blueprint",
         json!({"affine_url": AFFINE_URL, "authentik_url": server,
-               "authentik_token": "token-SECRET-1234", "timeout": 30}),
-    ));
-    assert_module_refused(&run, &["larger than 4 MiB"]);
-    // verify reports each link: the ones that read the endless body fail, none hangs.
+               "authentik_token": "token-SECRET-1234", "timeout": timeout}),
+    ))
+}
+
+fn verify_against(server: &str, timeout: u32) -> Captured {
     let issuer = format!("{server}/application/o/affine/");
-    let r = run_cli(
+    run_cli(
         &[
             "verify",
             "--affine-url",
-            &server,
+            server,
             "--issuer",
             &issuer,
             "--timeout",
-            "30",
+            &timeout.to_string(),
         ],
         &[],
-    );
+    )
+}
+
+#[test]
+fn an_endless_body_is_cut_at_the_cap_with_a_message_not_read_into_memory() {
+    let server = endless_body_server();
+    let started = Instant::now();
+    assert_refused(&apply_against(&server, 30), 1, &["larger than 4 MiB"]);
+    assert_module_refused(&module_against(&server, 30), &["larger than 4 MiB"]);
+    // verify reports each link: the ones that read the endless body fail, none hangs.
+    let r = verify_against(&server, 30);
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("MiB"), "{}", r.stdout);
     // Well inside the timeout: the cap, not the clock, ended all three.
@@ -654,86 +685,27 @@ fn a_template_that_loops_or_floods_stops_with_a_message() {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
-/// A loopback server that answers every request with 200, `Content-Length: 1000`, and then
-/// one byte of the body a second: each read gets something, so only a deadline for the whole
-/// answer ends it. Returns its base URL.
-fn slow_drip_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
-                );
-                while stream.write_all(b" ").is_ok() {
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            });
-        }
-    });
-    url
-}
-
 #[test]
 fn a_server_that_drips_its_answer_is_cut_at_the_timeout() {
     let server = slow_drip_server();
     // Each run makes a request or a few, each cut 2 s after it started.
     let bound = Duration::from_secs(2 + 3);
     let started = Instant::now();
-    let r = run_cli(
-        &[
-            "apply",
-            "--affine-url",
-            &server,
-            "--admin-email",
-            "admin@example.com",
-            "--issuer",
-            unreachable_issuer(),
-            "--client-id",
-            "id",
-            "--timeout",
-            "2",
-        ],
-        &[
-            ("AFFINE_ADMIN_PASSWORD", "admin-password-SECRET"),
-            ("AFFINE_OIDC_CLIENT_SECRET", SECRET),
-        ],
-    );
-    assert_refused(&r, 1, &["too slowly", "timeout"]);
+    assert_refused(&apply_against(&server, 2), 1, &["too slowly", "timeout"]);
     assert!(
         started.elapsed() < bound,
         "apply took {:?}",
         started.elapsed()
     );
 
-    let run = run_module(module(
-        "authentik_blueprint",
-        json!({"affine_url": AFFINE_URL, "authentik_url": server,
-               "authentik_token": "token-SECRET-1234", "timeout": 2}),
-    ));
+    let run = module_against(&server, 2);
     assert_module_refused(&run, &["too slowly", "timeout"]);
     assert!(run.elapsed < bound, "the module took {:?}", run.elapsed);
 
     // verify makes one request per link it checks (two here: the issuer and AFFiNE), each
     // with its own 2 s.
     let started = Instant::now();
-    let issuer = format!("{server}/application/o/affine/");
-    let r = run_cli(
-        &[
-            "verify",
-            "--affine-url",
-            &server,
-            "--issuer",
-            &issuer,
-            "--timeout",
-            "2",
-        ],
-        &[],
-    );
+    let r = verify_against(&server, 2);
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("too slowly"), "{}", r.stdout);
     assert!(!r.stdout.contains("more than AFFiNE reads"), "{}", r.stdout);
