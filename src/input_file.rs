@@ -44,40 +44,46 @@ pub fn read_capped(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// [`read_capped`] as UTF-8 text.
+/// [`read_capped`] as UTF-8 text, without a leading byte-order mark (a Windows editor's: it
+/// says nothing, and would end up in a token, a template's output or before an args file's
+/// JSON).
 pub fn read_capped_to_string(path: &Path, what: &str, limit: u64) -> Result<String> {
-    String::from_utf8(read_capped(path, what, limit)?).map_err(|e| {
+    text_of(read_capped(path, what, limit)?, path, what)
+}
+
+fn text_of(bytes: Vec<u8>, path: &Path, what: &str) -> Result<String> {
+    let text = String::from_utf8(bytes).map_err(|e| {
         Error::usage(format!(
             "{what} {} is not UTF-8 text (invalid byte at {}); save it as UTF-8",
             path.display(),
             e.utf8_error().valid_up_to()
         ))
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
     })
 }
 
 /// How long a secret file that is a pipe may take to deliver its content.
 pub const PIPE_WAIT: Duration = Duration::from_secs(3);
 
-/// A token or password file: at most [`SECRET_FILE_LIMIT`] bytes, a leading byte-order mark
-/// (a Windows editor's) dropped. A pipe is welcome, since it keeps a secret off the disk
-/// (`--authentik-token-file <(pass show authentik/token)`): it is opened without waiting for
-/// a writer, and read until its writer closes it, for at most [`PIPE_WAIT`]; a FIFO nobody
-/// writes to is an error at once instead of a hang.
+/// A token or password file: at most [`SECRET_FILE_LIMIT`] bytes of text, as
+/// [`read_capped_to_string`] reads it. A pipe is welcome, since it keeps a secret off the
+/// disk (`--authentik-token-file <(pass show authentik/token)`): it is opened without waiting
+/// for a writer and read until its writer closes it, for at most [`PIPE_WAIT`]; a FIFO
+/// nobody writes to is an error after that wait instead of a hang.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
     use std::os::unix::fs::FileTypeExt;
-    let is_pipe = fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
-    let text = if is_pipe {
-        let bytes = read_pipe(path, what, SECRET_FILE_LIMIT, PIPE_WAIT)?;
-        String::from_utf8(bytes).map_err(|_| {
-            Error::usage(format!("{what} {} did not give UTF-8 text", path.display()))
-        })?
+    if fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+        text_of(
+            read_pipe(path, what, SECRET_FILE_LIMIT, PIPE_WAIT)?,
+            path,
+            what,
+        )
     } else {
-        read_capped_to_string(path, what, SECRET_FILE_LIMIT)?
-    };
-    Ok(match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_string(),
-        None => text,
-    })
+        read_capped_to_string(path, what, SECRET_FILE_LIMIT)
+    }
 }
 
 /// Reads a pipe opened non-blocking (so a FIFO without a writer cannot block the open):

@@ -50,9 +50,8 @@ fn run_guarded(
         crate::input_file::ARGS_FILE_LIMIT,
     );
     let raw: Value = match read {
-        // A byte-order mark (an args file written by hand on Windows, say) is no JSON
-        // but says nothing: read past it.
-        Ok(text) => match serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text)) {
+        // The reader drops a byte-order mark (an args file written by hand on Windows).
+        Ok(text) => match serde_json::from_str(&text) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 return failure(format!(
