@@ -1272,19 +1272,22 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
     // (sent along, authentik would refuse it with a 403).
     let bom_file = dir.path().join("token-bom");
     std::fs::write(&bom_file, format!("\u{feff}{}\r\n", c.authentik.token())).unwrap();
-    let v = verify(
-        &[
-            "--affine-url",
-            &affine_url,
-            "--authentik-url",
-            &authentik_url,
-            "--authentik-token-file",
-            bom_file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    v.assert_exit(0);
-    v.out.assert_no_secrets(&[&c.authentik.token()]);
+    let with_token_file = |path: &std::path::Path| {
+        let v = verify(
+            &[
+                "--affine-url",
+                &affine_url,
+                "--authentik-url",
+                &authentik_url,
+                "--authentik-token-file",
+                path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        v.assert_exit(0);
+        v.out.assert_no_secrets(&[&c.authentik.token()]);
+    };
+    with_token_file(&bom_file);
 
     // A pipe keeps the token off the disk: a FIFO whose writer starts after verify does,
     // and bash's process substitution (`<(pass show …)`, here a builtin printf of a variable).
@@ -1301,20 +1304,8 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
             std::fs::write(&fifo, format!("{token}\n")).unwrap();
         })
     };
-    let v = verify(
-        &[
-            "--affine-url",
-            &affine_url,
-            "--authentik-url",
-            &authentik_url,
-            "--authentik-token-file",
-            fifo.to_str().unwrap(),
-        ],
-        &[],
-    );
+    with_token_file(&fifo);
     writer.join().unwrap();
-    v.assert_exit(0);
-    v.out.assert_no_secrets(&[&c.authentik.token()]);
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(
@@ -1332,6 +1323,15 @@ fn the_authentik_token_enables_authentiks_checks_and_never_shows() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains(&c.authentik.token()),
+        "the token shown: {said}"
     );
 
     // The token went to authentik as a bearer token, and only there.
